@@ -1,0 +1,169 @@
+"""KVCache: a transformers `Cache` whose layers are preallocated buffers that memory policies edit in place.
+
+Layout per layer: keys and values [1, kv_heads, capacity, head_dim] (GQA heads not repeated), RoPE
+already applied to keys; the first `length` slots are live. The model appends through `update`,
+which writes in place and returns views (no reallocation per call, unlike DynamicCache, whose
+`torch.cat` makes long streams quadratic). Memory code moves blocks in and out with `append`,
+`read`, `remove` and `truncate`; capacity doubles on demand up to `max_tokens`, past which an
+append raises `CacheFull` instead of silently growing past the device budget.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+class CacheFull(RuntimeError):
+    """An append would exceed the cache's token capacity (its share of the device budget)."""
+
+
+class BufferLayer(CacheLayerMixin):
+    is_croppable = True
+
+    def __init__(self, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 max_tokens: int | None = None, initial: int = 256) -> None:
+        super().__init__()
+        self.kv_heads, self.head_dim, self.dtype, self.device = kv_heads, head_dim, dtype, torch.device(device)
+        self.max_tokens = max_tokens
+        cap = initial if max_tokens is None else min(initial, max_tokens)
+        self._k = torch.empty(1, kv_heads, cap, head_dim, dtype=dtype, device=self.device)
+        self._v = torch.empty_like(self._k)
+        self.length = 0
+        self.is_initialized = True
+        self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+
+    @property
+    def capacity(self) -> int:
+        return self._k.shape[2]
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass  # buffers exist from construction
+
+    def _ensure(self, extra: int) -> None:
+        need = self.length + extra
+        if self.max_tokens is not None and need > self.max_tokens:
+            raise CacheFull(f"cache needs {need} tokens, capacity is {self.max_tokens}")
+        if need <= self.capacity:
+            return
+        cap = self.capacity
+        while cap < need:
+            cap *= 2
+        if self.max_tokens is not None:
+            cap = min(cap, self.max_tokens)
+        k = torch.empty(1, self.kv_heads, cap, self.head_dim, dtype=self.dtype, device=self.device)
+        v = torch.empty_like(k)
+        k[:, :, : self.length] = self._k[:, :, : self.length]
+        v[:, :, : self.length] = self._v[:, :, : self.length]
+        self._k, self._v = k, v
+
+    def _refresh(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        self._ensure(n)
+        self._k[:, :, self.length: self.length + n] = key_states
+        self._v[:, :, self.length: self.length + n] = value_states
+        self.length += n
+        self._refresh()
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return -1 if self.max_tokens is None else self.max_tokens
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove")
+        self.truncate(self.length + tokens_to_remove)
+
+    def truncate(self, length: int) -> None:
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a {self.length}-token layer to {length}")
+        self.length = length
+        self._refresh()
+
+    def remove(self, start: int, end: int) -> None:
+        """Delete slots [start, end) by shifting the tail left.
+
+        The shift copies in chunks no longer than the gap, ascending, so source and destination
+        never overlap and no temporary the size of the tail is allocated.
+        """
+        if not 0 <= start <= end <= self.length:
+            raise ValueError(f"cannot remove [{start}, {end}) from a {self.length}-token layer")
+        gap = end - start
+        if gap == 0:
+            return
+        src = end
+        while src < self.length:
+            n = min(gap, self.length - src)
+            self._k[:, :, src - gap: src - gap + n] = self._k[:, :, src: src + n]
+            self._v[:, :, src - gap: src - gap + n] = self._v[:, :, src: src + n]
+            src += n
+        self.length -= gap
+        self._refresh()
+
+    def reset(self) -> None:
+        self.truncate(0)
+
+
+class KVCache(Cache):
+    """Per-layer `BufferLayer`s; see the module docstring for the layout."""
+
+    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device | str, max_tokens: int | None = None) -> None:
+        layers = [BufferLayer(kv_heads, head_dim, dtype, torch.device(device), max_tokens) for _ in range(num_layers)]
+        super().__init__(layers=layers)
+        self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
+        self.dtype, self.device, self.max_tokens = dtype, torch.device(device), max_tokens
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.num_layers * 2 * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(layer.capacity for layer in self.layers) * self.bytes_per_token // self.num_layers
+
+    def append(self, kv: torch.Tensor) -> None:
+        """Write stored tokens kv [num_layers, 2, kv_heads, n, head_dim] after the live slots."""
+        for i, layer in enumerate(self.layers):
+            layer.update(kv[i, 0].unsqueeze(0), kv[i, 1].unsqueeze(0))
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        """A copy of slots [start, end): [num_layers, 2, kv_heads, n, head_dim]."""
+        return torch.stack([torch.stack([layer._k[0, :, start:end], layer._v[0, :, start:end]])
+                            for layer in self.layers])
+
+    def keys_view(self, layer: int, start: int, end: int) -> torch.Tensor:
+        """View of the cached (rotated) keys of one layer: [kv_heads, n, head_dim]."""
+        return self.layers[layer]._k[0, :, start:end]
+
+    def values_view(self, layer: int, start: int, end: int) -> torch.Tensor:
+        return self.layers[layer]._v[0, :, start:end]
+
+    def remove(self, start: int, end: int) -> None:
+        for layer in self.layers:
+            layer.remove(start, end)
+
+    def truncate(self, length: int) -> None:
+        for layer in self.layers:
+            layer.truncate(length)
+
+    def rotate_keys_(self, start: int, end: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Rotate keys in [start, end) in place by a RoPE shift given as cos/sin [head_dim] (see backbone.rope)."""
+        from backbone.rope import apply_shift
+
+        for layer in self.layers:
+            k = layer._k[0, :, start:end]
+            k.copy_(apply_shift(k, cos, sin))

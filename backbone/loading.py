@@ -1,0 +1,151 @@
+"""Load Qwen3-VL (hub id, local folder or offline preset) with its tokenizer and chat template."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from backbone.config import ModelConfig
+from backbone.presets import PRESETS, preset_config
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or loaded; the message says which and why."""
+
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    attn: str
+    is_preset: bool
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def resolve_attn(attn: str, device: torch.device) -> str:
+    """SDPA by default; flash-attention-2 when the package is installed and the model runs on CUDA."""
+    has_fa2 = importlib.util.find_spec("flash_attn") is not None
+    if attn == "auto":
+        return "flash_attention_2" if has_fa2 and device.type == "cuda" else "sdpa"
+    if attn == "flash_attention_2" and (not has_fa2 or device.type != "cuda"):
+        raise ModelLoadError("attn flash_attention_2 needs the flash-attn package and a CUDA device")
+    return attn
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _load_chat_template(tokenizer, source: str) -> None:
+    """Real checkpoints carry their template in chat_template.jinja/.json or the processor config."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    try:
+        from transformers import AutoProcessor
+
+        proc = AutoProcessor.from_pretrained(source)
+        if getattr(proc, "chat_template", None):
+            tokenizer.chat_template = proc.chat_template
+            return
+    except Exception as e:  # the video processor needs torchvision, absent on CPU machines
+        log.info("AutoProcessor unavailable for %s (%s); reading the template file", source, e)
+    folder = Path(source)
+    for fname in ("chat_template.jinja", "chat_template.json"):
+        path = folder / fname
+        if not path.is_file() and not folder.is_dir():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(source, fname))
+            except Exception:
+                continue
+        if path.is_file():
+            text = path.read_text()
+            if fname.endswith(".json"):
+                import json
+
+                text = json.loads(text)["chat_template"]
+            tokenizer.chat_template = text
+            return
+    raise ModelLoadError(f"{source}: no chat template found (chat_template.jinja, chat_template.json or processor)")
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load the model named by `cfg.name`: a preset, a local folder, or a Hugging Face hub id.
+
+    Presets build seeded random weights directly in the target dtype and device (random-8b would not
+    fit in host RAM as float32). Checkpoints load with their own tokenizer and chat template.
+    """
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    attn = resolve_attn(cfg.attn, device)
+    name = cfg.name
+    t0 = time.perf_counter()
+    from transformers import AutoModelForImageTextToText, Qwen3VLForConditionalGeneration
+
+    if name in PRESETS:
+        from backbone.tokenizer import load_offline_tokenizer
+
+        config = preset_config(name)
+        config._attn_implementation = attn
+        torch.manual_seed(cfg.seed)
+        with torch.device(device):
+            model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype)
+        tokenizer = load_offline_tokenizer()
+        is_preset = True
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir() or not (path / "config.json").is_file():
+                raise ModelLoadError(f"{name}: not a checkpoint folder (no config.json); use a preset "
+                                     f"({', '.join(PRESETS)}), a hub id or a folder with a Qwen3-VL checkpoint")
+            source = str(path)
+        elif _looks_like_hub_id(name):
+            source = name
+        else:
+            raise ModelLoadError(f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}), "
+                                 "not an existing folder, not a hub id like Qwen/Qwen3-VL-2B-Instruct")
+        try:
+            from transformers import AutoTokenizer
+
+            model = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=dtype, attn_implementation=attn, device_map={"": device}
+            )
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"could not load {name!r}: {first}") from None
+        if getattr(model.config, "model_type", "") not in ("qwen3_vl", "qwen3_vl_moe"):
+            raise ModelLoadError(f"{name!r} is a {model.config.model_type!r} model, not Qwen3-VL")
+        _load_chat_template(tokenizer, source)
+        is_preset = False
+    model.eval().requires_grad_(False)
+    log.info("loaded %s on %s (%s, %s) in %.1fs", name, device, dtype, attn, time.perf_counter() - t0)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=device, dtype=dtype, attn=attn,
+                       is_preset=is_preset)

@@ -1,0 +1,80 @@
+"""Streaming prefill: feed segments (prefix, temporal patches, question) to Qwen3-VL with explicit positions.
+
+Every call passes 3-row M-RoPE positions (segment positions + the running offset) and
+mm_token_type_ids, so the model never falls back to its stateful `rope_deltas`; pixel values go in
+with the call, so DeepStack features are injected at this call's visual tokens. Chunks must hold
+whole temporal patches (the ViT attends within one temporal patch, so per-chunk encoding is exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache
+
+from backbone.prompt import Segment
+
+
+@dataclass
+class PrefillResult:
+    logits: torch.Tensor
+    """[n, vocab] float32 logits for the last `n` tokens (n = logits_to_keep, default 1)."""
+    next_position: int
+    """Position where the next segment starts (offset + sum of spans)."""
+    positions: torch.Tensor
+    """[3, L] absolute positions used for this call."""
+
+
+def pack(segments: list[Segment], offset: int) -> tuple[dict, torch.Tensor, int]:
+    """Concatenate segments into model inputs with absolute positions starting at `offset`."""
+    ids, types, pos, pixels, grids = [], [], [], [], []
+    cur = offset
+    for seg in segments:
+        ids.append(seg.input_ids)
+        types.append(seg.token_types)
+        pos.append(seg.positions + cur)
+        cur += seg.span
+        if seg.pixel_values is not None:
+            pixels.append(seg.pixel_values)
+            grids.append(seg.grid_thw)
+    positions = torch.cat(pos, dim=1)
+    inputs = {
+        "input_ids": torch.cat(ids)[None],
+        "mm_token_type_ids": torch.cat(types)[None],
+        "position_ids": positions[:, None, :],
+    }
+    if pixels:
+        inputs["pixel_values_videos"] = torch.cat(pixels)
+        inputs["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
+    return inputs, positions, cur
+
+
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offset: int,
+            logits_to_keep: int = 1) -> PrefillResult:
+    """Append `segments` to `cache` starting at position `offset`; return the last logits.
+
+    `logits_to_keep=0` returns logits for every token (used by exactness tests).
+    """
+    if not segments:
+        raise ValueError("nothing to prefill")
+    inputs, positions, nxt = pack(segments, offset)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    if "pixel_values_videos" in inputs:
+        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.dtype)
+    out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
+    return PrefillResult(logits=out.logits[0].float(), next_position=nxt, positions=positions)
+
+
+@torch.inference_mode()
+def step(model: torch.nn.Module, cache: Cache, token: int, position: int) -> torch.Tensor:
+    """Feed one text token at `position` (all three axes); return its logits [vocab]."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([[token]], device=device)
+    pos = torch.full((3, 1, 1), position, dtype=torch.long, device=device)
+    types = torch.zeros_like(ids, dtype=torch.int32)
+    out = model(input_ids=ids, position_ids=pos, mm_token_type_ids=types, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float()

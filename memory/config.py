@@ -1,0 +1,69 @@
+"""Memory settings: policy, byte budgets per tier, window, retrieval and re-basing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem")
+
+
+def _bytes(default: int) -> int:
+    return field(default=default, metadata={"bytes": True})
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    policy: str = "rekv"
+    """full | sliding | rekv | infinipot | streammem (see memory/policies/__init__.py)."""
+    device_budget: int = _bytes(2 * 2**30)
+    """Bytes for the device tier: sinks, recent window, the answer's working set and, for the
+    compressing policies, their compressed memory. Accepts 64MB, 2GiB, ..."""
+    host_budget: int = _bytes(8 * 2**30)
+    """Bytes for host RAM (pinned when CUDA is present). 0 disables the tier."""
+    disk_budget: int = _bytes(0)
+    """Bytes for the disk tier (one folder per stream, memory-mapped, checksummed). 0 disables it."""
+    disk_dir: str = ""
+    """Folder for the disk tier; empty = a temporary folder per stream (or --memory-dir when given)."""
+    sink_blocks: int = 1
+    """Temporal patches kept forever after the prompt prefix (attention sinks)."""
+    window_blocks: int = 8
+    """Recent temporal patches a new patch attends to; also always present when answering."""
+    retrieve_blocks: int = 8
+    """Blocks retrieved per question from the offloaded memory (rekv)."""
+    retrieval_keys: str = "prerope"
+    """prerope: position-agnostic mean keys before RoPE (LiveVLM); cached: mean of cached (rotated) keys (ReKV)."""
+    positions: str = "keep"
+    """keep: retrieved blocks keep their original positions; contiguous: re-rotated to follow each other (ReKV)."""
+    rebase_limit: int = 131072
+    """Re-base positions (rotate cached keys back) before the position counter passes this value."""
+    index: str = "auto"
+    """Retrieval index: auto (faiss when importable, else torch), faiss or torch."""
+    compress_ratio: float = 0.25
+    """streammem / infinipot: share of a block's tokens kept when it is compressed."""
+    answer_tokens: int = 512
+    """Device budget reserved for question and answer tokens."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})")
+        for name in ("device_budget", "host_budget", "disk_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
+        if self.sink_blocks < 0:
+            raise ValueError(f"sink_blocks: must be >= 0, got {self.sink_blocks}")
+        if self.window_blocks < 1:
+            raise ValueError(f"window_blocks: must be >= 1, got {self.window_blocks}")
+        if self.retrieve_blocks < 0:
+            raise ValueError(f"retrieve_blocks: must be >= 0, got {self.retrieve_blocks}")
+        if self.retrieval_keys not in ("prerope", "cached"):
+            raise ValueError(f"retrieval_keys: {self.retrieval_keys!r} is not prerope or cached")
+        if self.positions not in ("keep", "contiguous"):
+            raise ValueError(f"positions: {self.positions!r} is not keep or contiguous")
+        if self.rebase_limit < 4096:
+            raise ValueError(f"rebase_limit: must be >= 4096, got {self.rebase_limit}")
+        if self.index not in ("auto", "faiss", "torch"):
+            raise ValueError(f"index: {self.index!r} is not auto, faiss or torch")
+        if not 0 < self.compress_ratio <= 1:
+            raise ValueError(f"compress_ratio: must be in (0, 1], got {self.compress_ratio}")
+        if self.answer_tokens < 16:
+            raise ValueError(f"answer_tokens: must be >= 16, got {self.answer_tokens}")
