@@ -134,8 +134,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         try:
             from transformers import AutoTokenizer
 
+            # Several GPUs and device auto: let accelerate shard the large variants (32B, 235B-A22B).
+            multi = cfg.device == "auto" and torch.cuda.device_count() > 1
             model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype=dtype, attn_implementation=attn, device_map={"": device}
+                source, dtype=dtype, attn_implementation=attn, device_map="auto" if multi else {"": device}
             )
             tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as e:

@@ -29,6 +29,8 @@ def mrope_positions(token_types: torch.Tensor, grids: list[tuple[int, int]], sta
             out[:, i:j] = torch.arange(counter, counter + (j - i))
             counter += j - i
         else:
+            if g >= len(grids):
+                raise ValueError(f"more vision groups than the {len(grids)} grids given")
             h, w = grids[g]
             g += 1
             if j - i != h * w:
