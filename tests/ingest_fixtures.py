@@ -1,0 +1,196 @@
+"""Helpers for the ingest tests: generated videos (PyAV), free ports, loopback HTTP and RTSP servers."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+
+
+def frame_value(i: int) -> int:
+    """Grey level of generated frame i: frames can be told apart after lossy coding."""
+    return (i * 7) % 200 + 20
+
+
+def make_video(path: Path, seconds: float = 4.0, fps: float = 30, size: tuple[int, int] = (120, 160),
+               codec: str = "libx264", fmt: str | None = None, gop: int | None = None) -> Path:
+    """Write a video whose frame i is flat grey frame_value(i) with a white bar at column 4*i."""
+    h, w = size
+    n = max(1, round(seconds * fps))
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=round(fps) if float(fps).is_integer() else fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            s.options = {"preset": "ultrafast", **({"g": str(gop)} if gop else {})}
+        for i in range(n):
+            img = np.full((h, w, 3), frame_value(i), np.uint8)
+            x = (4 * i) % max(1, w - 4)
+            img[:, x:x + 4] = 255
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def make_audio(path: Path, seconds: float = 1.0) -> Path:
+    """An AAC-only .m4a file (no video stream)."""
+    rate = 44100
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=rate)
+        samples = (np.sin(np.arange(int(seconds * rate)) / 20) * 0.3).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            chunk = samples[start:start + 1024][None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate = rate
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """Serve `root` on loopback; yields the base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (a hung camera); yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(sock.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(1)
+        for s in held:
+            s.close()
+        sock.close()
+
+
+# GStreamer pieces the RTSP tests need, with the Debian package that ships each.
+_RTSP_CHECK = """
+import sys
+try:
+    import gi
+except ImportError:
+    print("python3-gi"); sys.exit(0)
+try:
+    gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import Gst, GstRtspServer
+except (ImportError, ValueError):
+    print("gir1.2-gst-rtsp-server-1.0 (and gstreamer1.0-rtsp)"); sys.exit(0)
+Gst.init(None)
+for element, package in (("qtdemux", "gstreamer1.0-plugins-good"), ("rtph264pay", "gstreamer1.0-plugins-good"),
+                         ("h264parse", "gstreamer1.0-plugins-bad")):
+    if Gst.ElementFactory.find(element) is None:
+        print(f"{package} (GStreamer element {element})")
+"""
+
+
+@functools.cache
+def rtsp_missing() -> str | None:
+    """None if GstRtspServer can run here, else the missing Debian package(s)."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return f"{SYSTEM_PYTHON} (Debian's python3, with python3-gi)"
+    out = subprocess.run([SYSTEM_PYTHON, "-c", _RTSP_CHECK], capture_output=True, text=True, timeout=60)
+    missing = out.stdout.strip().replace("\n", ", ")
+    if out.returncode != 0:
+        return f"python3-gi / gstreamer ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'check failed'})"
+    return missing or None
+
+
+def require_rtsp() -> None:
+    missing = rtsp_missing()
+    if missing:
+        pytest.skip(f"RTSP server unavailable: missing Debian package {missing}")
+
+
+class RtspServer:
+    """GstRtspServer in a subprocess (Debian's Python) streaming `video` at rtsp://127.0.0.1:port/live."""
+
+    def __init__(self, video: Path, port: int | None = None) -> None:
+        self.video, self.port = video, port or free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/live"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
+                                      "--video", str(self.video)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # the port may still be held by the previous server
+            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            if line.startswith("READY"):
+                return
+            if self.proc.poll() is not None:
+                if time.monotonic() + 0.5 > deadline:
+                    break
+                time.sleep(0.2)
+                self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
+                                              "--video", str(self.video)],
+                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        raise RuntimeError(f"RTSP server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> RtspServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
