@@ -50,7 +50,7 @@ def pack(segments: list[Segment], offset: int) -> tuple[dict, torch.Tensor, int]
     return inputs, positions, cur
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offset: int,
             logits_to_keep: int = 1) -> PrefillResult:
     """Append `segments` to `cache` starting at position `offset`; return the last logits.
@@ -68,7 +68,7 @@ def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offse
     return PrefillResult(logits=out.logits[0].float(), next_position=nxt, positions=positions)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def step(model: torch.nn.Module, cache: Cache, token: int, position: int) -> torch.Tensor:
     """Feed one text token at `position` (all three axes); return its logits [vocab]."""
     device = next(model.parameters()).device

@@ -30,6 +30,8 @@ class MemoryConfig:
     """Recent temporal patches a new patch attends to; also always present when answering."""
     retrieve_blocks: int = 8
     """Blocks retrieved per question from the offloaded memory (rekv)."""
+    time_blocks: int = 8
+    """Blocks a question that names a time always gets (evenly spread when the named range covers more)."""
     retrieval_keys: str = "prerope"
     """prerope: position-agnostic mean keys before RoPE (LiveVLM); cached: mean of cached (rotated) keys (ReKV)."""
     positions: str = "keep"
@@ -55,6 +57,8 @@ class MemoryConfig:
             raise ValueError(f"window_blocks: must be >= 1, got {self.window_blocks}")
         if self.retrieve_blocks < 0:
             raise ValueError(f"retrieve_blocks: must be >= 0, got {self.retrieve_blocks}")
+        if self.time_blocks < 0:
+            raise ValueError(f"time_blocks: must be >= 0, got {self.time_blocks}")
         if self.retrieval_keys not in ("prerope", "cached"):
             raise ValueError(f"retrieval_keys: {self.retrieval_keys!r} is not prerope or cached")
         if self.positions not in ("keep", "contiguous"):
