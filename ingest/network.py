@@ -8,6 +8,7 @@ source (`watchdog = True`) and abandons a read that outlives the timeouts.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Iterator
 
 import av
@@ -27,17 +28,22 @@ def ffmpeg_options(scheme: str, cfg: IngestConfig) -> dict[str, str]:
     if scheme in ("rtsp", "rtsps"):
         opts.update(rtsp_transport="tcp", timeout=read_us)  # "timeout": RTSP socket I/O timeout
     elif scheme in ("http", "https"):
-        opts.update(reconnect="1", reconnect_on_network_error="1", reconnect_delay_max="2")
+        opts.update(reconnect="1", reconnect_delay_max="2")  # resume a dropped download of a file
     return opts
 
 
-def open_error(e: Exception, url: str, timeout: float) -> IngestError:
-    """A specific, credential-free IngestError for a failed open or read."""
+def open_error(e: Exception, url: str, timeout: float, waited: float = 0.0) -> IngestError:
+    """A specific, credential-free IngestError for a failed open or read that took `waited` seconds.
+
+    FFmpeg reports some timeouts as other errors (RTSP: "invalid data" once its socket timeout fires),
+    so any unspecific failure that took the whole timeout counts as a timeout.
+    """
     name = redact(url)
     code_of = {errno.ECONNREFUSED: "unreachable", errno.EHOSTUNREACH: "unreachable",
                errno.ENETUNREACH: "unreachable", errno.ETIMEDOUT: "timeout"}
     err = getattr(e, "errno", None)
-    if isinstance(e, av.ExitError) or err == errno.ETIMEDOUT:
+    specific = isinstance(e, (av.HTTPError, av.ConnectionRefusedError)) or err in code_of
+    if isinstance(e, av.ExitError) or err == errno.ETIMEDOUT or (not specific and waited >= 0.9 * timeout):
         return IngestError(f"{name}: no data within {timeout:g} s", code="timeout")
     if isinstance(e, av.HTTPNotFoundError):
         return IngestError(f"{name}: the server has no such stream (404)", code="not_found")
@@ -66,11 +72,13 @@ class NetworkSource(Source):
 
     def read(self, select: Select) -> Iterator[Frame]:
         cfg = self.cfg
+        start = time.monotonic()
         try:
             container = av.open(self.url, options=ffmpeg_options(self.scheme, cfg), metadata_errors="ignore",
                                 timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
         except av.FFmpegError as e:
-            raise open_error(e, self.url, cfg.open_timeout_s) from None
+            timeout = min(cfg.open_timeout_s, cfg.read_timeout_s)
+            raise open_error(e, self.url, timeout, time.monotonic() - start) from None
         with container:
             if not container.streams.video:
                 raise IngestError(f"{self.name}: no video stream", code="no_video_stream")
@@ -85,6 +93,7 @@ class NetworkSource(Source):
             self.clock.new_connection()
             first: float | None = None
             index = 0
+            last = time.monotonic()
             try:
                 for packet in container.demux(stream):
                     try:
@@ -102,5 +111,6 @@ class NetworkSource(Source):
                         index += 1
                         if select(t):
                             yield frame.to_ndarray(format="rgb24"), t
+                        last = time.monotonic()
             except av.FFmpegError as e:
-                raise open_error(e, self.url, cfg.read_timeout_s) from None
+                raise open_error(e, self.url, cfg.read_timeout_s, time.monotonic() - last) from None
