@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import time
 
 import av
 import numpy as np
+import psutil
 import pytest
 
 from ingest import IngestConfig, open_stream
@@ -104,3 +107,31 @@ def test_close_returns_while_a_read_is_blocked():
         stream.close()
         assert time.monotonic() - t0 < 2.5
         assert stream.state.state == "ended"
+
+
+def _listening(port: int) -> bool:
+    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+               for c in psutil.net_connections(kind="tcp"))
+
+
+def test_rtmp_stream(tmp_path):
+    # FFmpeg's own RTMP server mode (-listen 1) serves one player: enough for a live RTMP peer
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("RTMP peer unavailable: missing Debian package ffmpeg")
+    clip = make_video(tmp_path / "clip.mp4", seconds=20, fps=15, gop=15)
+    port = free_port()
+    server = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
+                               "-f", "flv", "-listen", "1", f"rtmp://127.0.0.1:{port}/live/cam"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        states = []
+        with open_stream(f"rtmp://127.0.0.1:{port}/live/cam", FAST, on_state=states.append) as stream:
+            out = [stream.get(timeout=10) for _ in range(3)]
+    finally:
+        server.kill()
+        server.wait(5)
+    assert all(p is not None for p in out) and states[1].state == "streaming" and states[1].extra["live"]
+    assert [p.index for p in out] == [0, 1, 2] and out[0].t_start < out[1].t_start < out[2].t_start
