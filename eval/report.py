@@ -1,0 +1,139 @@
+"""Run reports: run.json (config, summaries, every question), questions.csv, memory.csv, summary.md, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.scoring_bench import aggregate
+
+TIERS = ("device", "host", "disk")
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def headline(agg: dict[str, Any]) -> float | None:
+    """The one accuracy number of a benchmark summary (NeedleStream: mean score over all question kinds)."""
+    return agg.get("overall", agg.get("accuracy"))
+
+
+def summarize(records: list[dict], timeline: list[dict]) -> list[dict[str, Any]]:
+    """One row per (bench, policy, budget): the benchmark's aggregate plus latency, memory and fidelity."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["bench"], r["format"], r["policy"], r["budget"])].append(r)
+    peaks: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TIERS, 0))
+    for p in timeline:
+        for t in TIERS:
+            key = (p["bench"], p["policy"], p["budget"])
+            peaks[key][t] = max(peaks[key][t], int(p.get(t, 0)))
+    rows = []
+    for (bench, fmt, policy, budget), recs in groups.items():
+        agg = aggregate(recs, fmt)
+        ttft = [r["ttft_s"] for r in recs if r.get("ttft_s") is not None]
+        fid = [r["fidelity"] for r in recs if r.get("fidelity")]
+        peak = dict(peaks[(bench, policy, budget)])
+        for r in recs:
+            for t, v in (r.get("peak") or {}).items():
+                peak[t] = max(peak.get(t, 0), int(v))
+        rows.append({
+            "bench": bench, "format": fmt, "policy": policy, "budget": budget, "questions": len(recs),
+            "accuracy": headline(agg), "retrieval_recall": agg["retrieval"]["recall"],
+            "needle_recall": agg["retrieval"]["needle_recall"],
+            "kl": _mean([f["kl"] for f in fid if "kl" in f]), "top1": _mean([f["top1"] for f in fid if "top1" in f]),
+            "attn_recall": _mean([f["attn_recall"] for f in fid if "attn_recall" in f]),
+            "ttft_p50_s": _pct(ttft, 50), "ttft_p95_s": _pct(ttft, 95),
+            "decode_mean_s": _mean([r["decode_s"] for r in recs if r.get("decode_s") is not None]),
+            **{f"peak_{t}_bytes": peak.get(t, 0) for t in TIERS},
+            "detail": agg,
+        })
+    return rows
+
+
+def _fmt(v: Any, kind: str = "") -> str:
+    if v is None:
+        return "-"
+    if kind == "bytes":
+        from app.schema import format_bytes
+
+        return format_bytes(v)
+    if kind == "ms":
+        return f"{1000 * v:.0f}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+COLUMNS = [("policy", "policy", ""), ("budget", "budget", "bytes"), ("questions", "questions", ""),
+           ("accuracy", "accuracy", ""), ("retrieval_recall", "retrieval recall", ""),
+           ("needle_recall", "needle recall", ""), ("kl", "KL", ""), ("ttft_p50_s", "TTFT p50 (ms)", "ms"),
+           ("ttft_p95_s", "TTFT p95 (ms)", "ms"), ("peak_device_bytes", "peak device", "bytes"),
+           ("peak_host_bytes", "peak host", "bytes"), ("peak_disk_bytes", "peak disk", "bytes")]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Per benchmark: the policy x metric table, then accuracy per task and policy."""
+    out = []
+    for bench in dict.fromkeys(r["bench"] for r in rows):
+        brows = [r for r in rows if r["bench"] == bench]
+        out += [f"### {bench} ({brows[0]['format']})", "",
+                "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        out += ["| " + " | ".join(_fmt(r[k], kind) if not (k == "budget" and r[k] is None) else "config"
+                                  for k, _, kind in COLUMNS) + " |" for r in brows]
+        tasks = sorted({t for r in brows for t in r["detail"].get("tasks", {})})
+        if tasks:
+            labels = [r["policy"] + ("" if r["budget"] is None else f" @ {_fmt(r['budget'], 'bytes')}") for r in brows]
+            out += ["", "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(brows) + 1)]
+            for t in tasks:
+                cells = [_fmt(r["detail"]["tasks"].get(t, {}).get("accuracy")) for r in brows]
+                out.append(f"| {t} | " + " | ".join(cells) + " |")
+        extras = {k: v for k, v in brows[0]["detail"].items() if k in ("tracks", "proactive")}
+        if extras:
+            out += ["", "Benchmark-specific: " + "; ".join(
+                f"{r['policy']}: " + json.dumps({k: r["detail"].get(k) for k in extras}, default=_round) for r in brows)]
+        out.append("")
+    return "\n".join(out)
+
+
+def _round(x: Any) -> Any:
+    return round(x, 4) if isinstance(x, float) else str(x)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+
+
+def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool = True) -> dict[str, Path]:
+    """Write every report file under `out`; returns {name: path}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(result.records, result.timeline)
+    files = {"json": out / "run.json", "csv": out / "questions.csv", "memory": out / "memory.csv",
+             "summary_csv": out / "summary.csv", "markdown": out / "summary.md"}
+    files["json"].write_text(json.dumps({"meta": meta, "benches": result.benches, "summary": rows,
+                                         "records": result.records}, indent=1, default=str))
+    write_csv(files["csv"], result.records)
+    write_csv(files["memory"], result.timeline)
+    write_csv(files["summary_csv"], [{k: v for k, v in r.items() if k != "detail"} for r in rows])
+    files["markdown"].write_text(f"# longwatch eval: {meta.get('model', '')}\n\n" + markdown(rows))
+    if plots:
+        from eval.report_plots import write_plots
+
+        files.update(write_plots(rows, result.records, result.timeline, out, meta.get("default_budget")))
+    return files

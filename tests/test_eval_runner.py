@@ -1,0 +1,184 @@
+"""Runner protocol with fake streams (what the model has seen when each question is asked) and the reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.cli import UserError
+from app.config import load_config
+from eval.formats import load_bench
+from eval.report import write_report
+from eval.runner import FidelityUnavailable, RunOptions, Runner, fidelity_factory
+from ingest.types import TemporalPatch
+
+
+class FakeStream:
+    """Keeps every patch; the answer used the last `window` blocks (or all, for policy 'full')."""
+
+    def __init__(self, mem_cfg, stream_id, answer, asks):
+        self.policy, self.answer, self.asks = mem_cfg.policy, answer, asks
+        self.window = None if mem_cfg.policy == "full" else 2
+        self.patches: list[TemporalPatch] = []
+        self.closed = False
+
+    def ingest(self, patch):
+        self.patches.append(patch)
+
+    def stats(self):
+        n = len(self.patches) if self.window is None else min(len(self.patches), self.window)
+        return {"policy": self.policy, "patches": len(self.patches), "t_last": self.patches[-1].t_end if self.patches else 0,
+                "tiers": {"device": {"bytes": 1000 * n, "peak": 1000 * n, "budget": None, "blocks": n},
+                          "host": {"bytes": 10 * len(self.patches), "peak": 10 * len(self.patches), "budget": None,
+                                   "blocks": 0}}}
+
+    def ask(self, question, on_text=None, keep_logits=False):
+        self.asks.append((question, len(self.patches)))
+        used = self.patches if self.window is None else self.patches[-self.window:]
+        return SimpleNamespace(text=self.answer(question, self), token_ids=[1, 2], ttft_s=0.01 * len(self.patches),
+                               prefill_s=0.005, decode_s=0.02, memory=self.stats(),
+                               evidence=[SimpleNamespace(block_id=p.index, t_start=p.t_start, t_end=p.t_end,
+                                                         reason="window", score=None) for p in used])
+
+    def close(self):
+        self.closed = True
+
+
+def patches(duration: int):
+    for i in range(duration):
+        yield TemporalPatch(i, np.zeros((2, 32, 32, 3), np.uint8), (i, i + 0.5), float(i), float(i + 1))
+
+
+def make_runner(durations: dict[str, int], answer, asks, fidelity=None) -> Runner:
+    opener = lambda path: contextlib.nullcontext(patches(durations[Path(path).name]))  # noqa: E731
+    factory = lambda mem_cfg, sid: FakeStream(mem_cfg, sid, answer, asks)  # noqa: E731
+    return Runner(load_config(), factory, opener, fidelity)
+
+
+def write_bench(tmp_path: Path, records: list, name: str = "b.json") -> Path:
+    for r in records:
+        (tmp_path / r["video_path"]).write_bytes(b"")
+    p = tmp_path / name
+    p.write_text(json.dumps(records))
+    return p
+
+
+def test_each_question_sees_exactly_the_patches_before_its_time(tmp_path):
+    conv = [{"question": f"q at {t}", "answer": "x", "ask_time": t} for t in (0.5, 3.0, 3.2)]
+    conv.append({"question": "q at end", "answer": "x"})
+    path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
+    asks: list = []
+    result = make_runner({"v.mp4": 6}, lambda q, s: "x", asks).run([load_bench(path)], None,
+                                                                   RunOptions(["full"], progress=False))
+    # patches start at 0, 1, 2, ...: asked once every patch starting before the ask time is in
+    assert [(q, n) for q, n in asks] == [("q at 0.5", 1), ("q at 3.0", 3), ("q at 3.2", 4), ("q at end", 6)]
+    assert [r["t_stream_s"] for r in result.records] == [1.0, 3.0, 4.0, 6.0]
+    assert all(r["score"] == 1.0 for r in result.records)
+    assert [p["t"] for p in result.timeline] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def gold_reply(bench):
+    by_text = {}
+    for q in bench.questions:
+        by_text[q.question] = q.answer_letter if q.kind == "mc" else q.answer
+    return lambda prompt, stream: next((a for t, a in by_text.items() if prompt.startswith(t)), "")
+
+
+def test_policies_budgets_retrieval_and_needle_recall(tmp_path):
+    conv = [{"question": "Which shape?", "choices": ["red circle", "blue square"], "answer": "blue square",
+             "ask_time": 8, "temporal_windows": [[2, 4]], "kind": "mc"},
+            {"question": "What now?", "choices": ["x", "y"], "answer": "y", "ask_time": 3.5,
+             "temporal_windows": [[2, 4]]}]
+    path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
+    bench = load_bench(path)
+    result = make_runner({"v.mp4": 10}, gold_reply(bench), []).run(
+        [bench], tmp_path, RunOptions(["full", "sliding"], budgets=[2**20, 2**21], progress=False))
+    assert len(result.records) == 2 * 2 * 2
+    late = {(r["policy"], r["budget"]): r for r in result.records if r["question"] == "Which shape?"}
+    assert late[("full", 2**20)]["needle_recall"] == 1.0 and late[("full", 2**20)]["retrieval"]["recall"] == 1.0
+    assert late[("sliding", 2**21)]["needle_recall"] == 0.0  # blocks 6-7 only: the needle (2-4 s) is gone
+    now = next(r for r in result.records if r["question"] == "What now?" and r["policy"] == "sliding")
+    assert now["needle_recall"] == 1.0 and now["retrieval"]["recall"] == pytest.approx(1.0)  # seen 2-4 s fully
+    assert now["memory"] == {"device": 2000, "host": 40} and now["gold"] == "B" and now["correct"]
+
+
+def test_proactive_polls_every_second_until_yes(tmp_path):
+    entry = lambda gt: {"time": "[0:00:00 - 0:00:10]", "video_path": f"./videos/p{gt}.mp4", "questions": [  # noqa: E731
+        {"task_type": "Proactive Output", "question": f"When light {gt} turns green, output \"GO\".",
+         "time_stamp": "00:00:02", "ground_truth_time_stamp": f"00:00:{gt:02d}", "ground_truth_output": "GO"}]}
+    (tmp_path / "videos").mkdir()
+    path = write_bench(tmp_path, [entry(6), entry(40)])
+    asks: list = []
+
+    def reply(prompt, stream):  # light 6 turns green once 6 s are streamed; light 40 never (12 s video)
+        if "right time" in prompt:
+            return "yes" if "light 6 " in prompt and stream.patches[-1].t_end >= 6 else "no"
+        return "GO"
+
+    result = make_runner({"p6.mp4": 12, "p40.mp4": 12}, reply, asks).run([load_bench(path)], None,
+                                                                         RunOptions(["full"], progress=False))
+    on_time, never = result.records
+    assert on_time["metrics"]["response_time_s"] == 6.0 and on_time["metrics"]["polls"] == 4  # polls at 3, 4, 5, 6
+    assert on_time["correct"] and on_time["reply"] == "GO"
+    assert not never["correct"] and never["metrics"]["time_correct"] == 0.0
+    assert never["metrics"]["polls"] == 42  # 3 s .. 44 s: polls past the end of the stream are asked at its end
+
+
+def test_sequential_questions_carry_earlier_answers(tmp_path):
+    entries = [[{"time": "[0:00:00 - 0:00:10]", "video_path": "./s.mp4", "video_categories": "x", "questions": [
+        {"task_type": "Sequential Question Answering", "question": f"Who now {k}?", "time_stamp": f"00:00:0{k}",
+         "answer": "A", "options": ["Ann.", "Bob."]}]} for k in (1, 3)]]
+    path = write_bench(tmp_path, [], "sqa.json")
+    (tmp_path / "s.mp4").write_bytes(b"")
+    path.write_text(json.dumps(entries))
+    asks: list = []
+    make_runner({"s.mp4": 5}, lambda q, s: "A", asks).run([load_bench(path)], None, RunOptions(["full"], progress=False))
+    assert "Earlier questions" not in asks[0][0] and "Q: Who now 1?\nA: A" in asks[1][0]
+
+
+def test_missing_videos_are_named(tmp_path):
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps([{"video_id": "v", "video_path": "gone/v.mp4", "conversations": [
+        {"question": "q", "answer": "a"}]}]))
+    with pytest.raises(UserError, match=r"1 video\(s\) not found .* gone/v\.mp4"):
+        make_runner({}, lambda q, s: "", []).run([load_bench(p)], tmp_path, RunOptions(["full"], progress=False))
+
+
+def test_fidelity_hook_and_its_absence(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "eval.fidelity", None)
+    with pytest.raises(FidelityUnavailable, match="eval/fidelity.py is not available"):
+        fidelity_factory(object(), load_config())
+    probe = SimpleNamespace(ingest=lambda p: None, close=lambda: None,
+                            measure=lambda prompt, ans: {"kl": 0.25, "top1": 1.0, "attn_recall": 0.5})
+    path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": [
+        {"question": "q", "answer": "a", "ask_time": 2}]}])
+    result = make_runner({"v.mp4": 3}, lambda q, s: "a", [], fidelity=lambda: probe).run(
+        [load_bench(path)], None, RunOptions(["full"], fidelity=True, progress=False))
+    assert result.records[0]["fidelity"] == {"kl": 0.25, "top1": 1.0, "attn_recall": 0.5}
+
+
+def test_report_files(tmp_path):
+    conv = [{"question": f"Q{k}", "choices": ["a", "b"], "answer": "a", "ask_time": k} for k in (2, 5, 9)]
+    path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
+    bench = load_bench(path)
+    result = make_runner({"v.mp4": 10}, lambda q, s: "A" if s.policy == "full" else "B", []).run(
+        [bench], None, RunOptions(["full", "sliding"], budgets=[2**20, 2**22], progress=False))
+    files = write_report(result, tmp_path / "out", {"model": "fake", "default_budget": 2**30})
+    run = json.loads(files["json"].read_text())
+    acc = {(r["policy"], r["budget"]): r["accuracy"] for r in run["summary"]}
+    assert acc == {("full", 2**20): 1.0, ("full", 2**22): 1.0, ("sliding", 2**20): 0.0, ("sliding", 2**22): 0.0}
+    full = next(r for r in run["summary"] if r["policy"] == "full")
+    assert full["ttft_p50_s"] == pytest.approx(0.05) and full["peak_device_bytes"] == 10_000
+    md = files["markdown"].read_text()
+    assert "| policy | budget | questions | accuracy |" in md and "| full | 1.0 MiB | 3 | 1.000 |" in md
+    assert files["csv"].read_text().splitlines()[0].startswith("bench,format,policy,budget")
+    assert len(files["memory"].read_text().splitlines()) == 1 + 4 * 10
+    for name in ("plot_accuracy", "plot_ttft", "plot_memory"):
+        assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot_kl" not in files  # no fidelity measured, no KL plot
