@@ -39,7 +39,7 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset(videos=2, duration_s=(28.0, 34.0), size=(224, 224), fps=8, units_per_minute=1.5, flashes=(3, 3)),
+    "smoke": Preset(videos=2, duration_s=(24.0, 28.0), size=(224, 224), fps=8, units_per_minute=1.5, flashes=(3, 3)),
     "standard": Preset(videos=6, duration_s=(120.0, 240.0), size=(448, 448), fps=8, units_per_minute=1.0,
                        flashes=(3, 8)),
     "long": Preset(videos=3, duration_s=(1200.0, 1800.0), size=(448, 448), fps=4, units_per_minute=0.25,
