@@ -21,6 +21,7 @@ from ingest.readers import DEFAULT_RATE, Frame, Select
 from ingest.sources import Source
 from ingest.uri import LIVE_SCHEMES, redact, scrub
 
+
 def ffmpeg_options(scheme: str, cfg: IngestConfig) -> dict[str, str]:
     """FFmpeg protocol options (microsecond timeouts) for `scheme`."""
     read_us = str(int(cfg.read_timeout_s * 1e6))
@@ -53,6 +54,8 @@ def open_error(e: Exception, url: str, timeout: float, waited: float = 0.0) -> I
         reason = getattr(e, "strerror", None) or str(e)
         return IngestError(f"{name}: {reason.lower()}", code=code_of[err])
     reason = scrub(getattr(e, "strerror", None) or str(e), url)
+    if isinstance(e, av.InvalidDataError):
+        return IngestError(f"{name}: not a video stream ({reason})", code="not_video")
     return IngestError(f"{name}: cannot open stream ({reason})", code="unreachable")
 
 

@@ -28,10 +28,12 @@ Frame = tuple[np.ndarray, float]
 
 # Assumed when a file has neither timestamps nor a frame rate: FFmpeg's own default.
 DEFAULT_RATE = 25.0
-# auto resolves to the decode benchmark's winner (eval/results/decode_*.json, README "Ingest").
-AUTO_READER = "pyav"
+# auto = the decode benchmark's winner: sampling 2 fps from a 10-minute 720p30 H.264 file on 2 vCPUs,
+# decord delivered 29.1 frames/s against PyAV's 21.4 and OpenCV's 21.2 (same pixels from all three),
+# at ~370 MiB more peak RSS (eval/results/decode_720p_10min.json; README "Ingest").
+AUTO_READER = "decord"
 FALLBACK_ORDER = ("pyav", "decord", "opencv")
-_DECORD_BATCH = 8
+_DECORD_BATCH_BYTES = 64 * 2**20  # frames fetched per get_batch call: at most 8, and at most this many bytes
 
 
 @dataclass
@@ -82,16 +84,20 @@ def read_decord(path: str, select: Select, stats: ReadStats, rate: float) -> Ite
         stats.seen += 1
         if select(float(t)):
             keep.append(i)
-    for start in range(0, len(keep), _DECORD_BATCH):
-        idx = keep[start:start + _DECORD_BATCH]
+    batch = 1  # until the first frame tells its size
+    start = 0
+    while start < len(keep):
+        idx = keep[start:start + batch]
         try:
-            batch = vr.get_batch(idx).asnumpy()
+            frames = vr.get_batch(idx).asnumpy()
         except decord.DECORDError:
             stats.decode_errors += 1
             return
-        for i, frame in zip(idx, batch):
+        for i, frame in zip(idx, frames):
             stats.kept += 1
             yield frame, float(stamps[i])
+        start += len(idx)
+        batch = int(max(1, min(8, _DECORD_BATCH_BYTES // max(1, frames[0].nbytes))))
 
 
 def read_opencv(path: str, select: Select, stats: ReadStats, rate: float) -> Iterator[Frame]:

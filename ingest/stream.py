@@ -21,7 +21,8 @@ import numpy as np
 from ingest.buffer import BoundedBuffer, Closed
 from ingest.config import IngestConfig
 from ingest.errors import IngestError
-from ingest.sampler import PatchBuilder, TimestampSampler
+from ingest.patches import PatchBuilder
+from ingest.sampler import TimestampSampler
 from ingest.sources import Source
 from ingest.types import SourceState, TemporalPatch
 from ingest.uri import scrub

@@ -67,6 +67,13 @@ def test_http_404_is_not_found(tmp_path):
     assert states[-1].state == "failed" and states[-1].extra["code"] == "not_found"
 
 
+def test_http_page_that_is_not_a_video(tmp_path):
+    (tmp_path / "page.mp4").write_text("<html>login required</html>\n" * 20)
+    with http_server(tmp_path) as base:
+        out, states, err, _ = finish(f"{base}/page.mp4")
+    assert err is not None and err.code == "not_video" and states[-1].state == "failed"
+
+
 @pytest.mark.parametrize("scheme", ["rtsp", "rtmp", "http"])
 def test_wrong_port_fails_fast_without_leaking_credentials(scheme, caplog):
     url = f"{scheme}://admin:hunter2@127.0.0.1:{free_port()}/live"

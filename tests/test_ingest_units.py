@@ -12,7 +12,8 @@ from backbone.preprocess import resize_frames, snap_frame_size
 from ingest.buffer import BoundedBuffer, Closed
 from ingest.clock import MAX_DRIFT_S, LiveClock
 from ingest.errors import IngestError
-from ingest.sampler import PatchBuilder, TimestampSampler
+from ingest.patches import PatchBuilder
+from ingest.sampler import TimestampSampler
 from ingest.uri import parse_source, redact, scrub
 
 

@@ -1,0 +1,37 @@
+"""`longwatch bench NAME`: run one benchmark from eval/ (eval/bench_<name>.py: add_arguments(parser), main(args))."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+from typing import Any
+
+# name -> module; only modules present in this checkout are registered.
+BENCHES = {
+    "decode": "eval.bench_decode",
+    "memory": "eval.bench_memory",
+    "fidelity": "eval.bench_fidelity",
+    "speed": "eval.bench_speed",
+}
+
+
+def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help="run a benchmark (results under eval/results/)",
+                              description="Run one benchmark; each writes JSON under eval/results/.")
+    sub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for bench, module in BENCHES.items():
+        if importlib.util.find_spec(module) is None:
+            continue
+        mod = importlib.import_module(module)
+        doc = (mod.__doc__ or bench).strip().splitlines()[0]
+        bp = sub.add_parser(bench, help=doc, description=mod.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(bp)
+        bp.set_defaults(bench_main=mod.main)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.bench_main(args) or 0)
