@@ -49,4 +49,13 @@ def test_full_smoke_eval_fits_the_ci_budget(tmp_path, capsys):
     assert main(["make-bench", "--preset", "smoke", "--out", str(tmp_path / "nb"), "--no-progress"]) == 0
     assert _eval(tmp_path / "nb", tmp_path / "out", "--max-new-tokens", "16") == 0
     assert time.perf_counter() - t0 < 120
-    assert (tmp_path / "out" / "summary.md").read_text().count("| rekv |") == 1
+    assert "\n| rekv | config |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_fidelity_flag_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "eval.fidelity", None)
+    assert main(["make-bench", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["eval", "--bench", str(tmp_path), "--policy", "full", "--fidelity", "--no-progress"]) == 2
+    assert "eval/fidelity.py is not available" in capsys.readouterr().err

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from eval.runner import RunOptions, Runner, fidelity_factory, memory_stream_factory, open_patches_default
 
     judge = _judge(args.judge)
+    if args.fidelity:
+        fidelity_factory(None, cfg)  # fail before the model loads when eval/fidelity.py is missing
     backbone = Backbone.load(cfg.model)
     fid = fidelity_factory(backbone, cfg) if args.fidelity else None
     runner = Runner(cfg, memory_stream_factory(backbone), open_patches_default(cfg), fid)
