@@ -77,7 +77,7 @@ def read_decord(path: str, select: Select, stats: ReadStats, rate: float) -> Ite
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
         stamps = vr.get_frame_timestamp(np.arange(len(vr)))[:, 0].astype(np.float64)
     except decord.DECORDError as e:
-        raise IngestError(f"{path}: decord cannot read it ({_first_line(e)})", code="not_video") from None
+        raise IngestError(f"{path}: decord cannot read it ({_one_line(e)})", code="not_video") from None
     stamps -= stamps[0] if len(stamps) else 0.0
     keep = []
     for i, t in enumerate(stamps):
@@ -167,9 +167,10 @@ def read_file(path: str, select: Select, reader: str, stats: ReadStats | None = 
                 first = None
             except (IngestError, ImportError, RuntimeError, av.FFmpegError) as e:
                 if stats.seen:  # select already consumed timestamps: a second reader would see none kept
-                    raise IngestError(f"{path}: {name} failed while decoding ({_first_line(e)})", code="decode") from None
-                errors.append(f"{name}: {_first_line(e)}")
-                log.warning("reader %s failed on %s (%s); falling back", name, path, _first_line(e))
+                    raise IngestError(f"{path}: {name} failed while decoding ({_one_line(e)})",
+                                      code="decode") from None
+                errors.append(f"{name}: {_one_line(e)}")
+                log.warning("reader %s failed on %s (%s); falling back", name, path, _one_line(e))
                 continue
             if name != reader:
                 log.warning("reader %s used for %s instead of %s", name, path, reader)
@@ -177,7 +178,12 @@ def read_file(path: str, select: Select, reader: str, stats: ReadStats | None = 
                 why = f"{stats.decode_errors} corrupt packets" if stats.decode_errors else "the video stream is empty"
                 raise IngestError(f"{path}: no frame could be decoded ({why})", code="decode")
             yield first
-            yield from frames
+            try:
+                yield from frames
+            except IngestError:
+                raise
+            except (RuntimeError, av.FFmpegError) as e:  # readers turn their own errors into these
+                raise IngestError(f"{path}: {name} stopped decoding ({_one_line(e)})", code="decode") from None
             return
         finally:
             frames.close()
@@ -189,7 +195,7 @@ def read_file(path: str, select: Select, reader: str, stats: ReadStats | None = 
     raise IngestError(f"{path}: no reader could decode it ({'; '.join(errors)})", code="decode")
 
 
-def _first_line(e: BaseException) -> str:
-    """Last line of an error, without decord's "[hh:mm:ss] src/file.cc:123: " prefix."""
+def _one_line(e: BaseException) -> str:
+    """An error as one line (its last), without decord's "[hh:mm:ss] src/file.cc:123: " prefix."""
     lines = str(e).strip().splitlines()
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(e).__name__

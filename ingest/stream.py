@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -228,7 +229,7 @@ class PatchStream:
                     break
             self._set_state("ended", reason="closed", extra={"patches": self._patches_made()})
         except Exception as e:  # a bug must end the stream visibly, not kill a thread silently
-            log.exception("ingest thread crashed")
+            log.error("ingest thread crashed\n%s", scrub("".join(traceback.format_exception(e))))
             self._set_state("failed", reason=scrub(f"internal error: {type(e).__name__}: {e}"),
                             extra={"code": "internal"})
         finally:
@@ -275,7 +276,7 @@ class PatchStream:
         except IngestError as e:
             result.update(kind="error", reason=str(e), code=e.code)
         except Exception as e:  # decoder bugs, out of memory on a huge frame: fail this connection visibly
-            log.exception("%s: read failed", self.source.name)
+            log.error("%s: read failed\n%s", self.source.name, scrub("".join(traceback.format_exception(e))))
             result.update(kind="error", reason=scrub(f"{self.source.name}: {type(e).__name__}: {e}"),
                           code="internal")
         finally:

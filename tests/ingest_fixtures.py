@@ -144,7 +144,8 @@ def rtsp_missing() -> str | None:
     out = subprocess.run([SYSTEM_PYTHON, "-c", _RTSP_CHECK], capture_output=True, text=True, timeout=60)
     missing = out.stdout.strip().replace("\n", ", ")
     if out.returncode != 0:
-        return f"python3-gi / gstreamer ({out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'check failed'})"
+        last = out.stderr.strip().splitlines()[-1:] or ["check failed"]
+        return f"python3-gi / gstreamer ({last[0]})"
     return missing or None
 
 

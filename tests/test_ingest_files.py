@@ -1,4 +1,4 @@
-"""Files through PatchStream: every reader gives the same patches; env override, logged fallback, pacing, backpressure."""
+"""Files through PatchStream: same patches from every reader, env override, logged fallback, pacing, backpressure."""
 
 from __future__ import annotations
 
