@@ -28,6 +28,8 @@ def _vs_budget(rows: list[dict], key: str, ylabel: str, path: Path, default_budg
         xs = sorted(pts)
         ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=policy)
     ax.set_xscale("log")
+    if key == "accuracy":
+        ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("device budget (MiB)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
