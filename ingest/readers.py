@@ -182,7 +182,7 @@ def read_file(path: str, select: Select, reader: str, stats: ReadStats | None = 
                 yield from frames
             except IngestError:
                 raise
-            except (RuntimeError, av.FFmpegError) as e:  # readers turn their own errors into these
+            except (RuntimeError, av.FFmpegError) as e:  # e.g. an I/O error while demuxing
                 raise IngestError(f"{path}: {name} stopped decoding ({_one_line(e)})", code="decode") from None
             return
         finally:
