@@ -92,25 +92,40 @@ class BufferLayer(CacheLayerMixin):
     def remove(self, start: int, end: int) -> None:
         """Delete slots [start, end) by shifting the tail left.
 
-        The shift copies in chunks no longer than the gap, ascending, so source and destination
-        never overlap and no temporary the size of the tail is allocated.
+        The tail moves in chunks of at least 256 tokens, ascending; a chunk longer than the gap
+        could overlap its destination, so it is staged through a copy of at most the chunk size
+        (never a temporary the size of the whole tail).
         """
         if not 0 <= start <= end <= self.length:
             raise ValueError(f"cannot remove [{start}, {end}) from a {self.length}-token layer")
         gap = end - start
         if gap == 0:
             return
+        chunk = max(gap, 256)
         src = end
         while src < self.length:
-            n = min(gap, self.length - src)
-            self._k[:, :, src - gap: src - gap + n] = self._k[:, :, src: src + n]
-            self._v[:, :, src - gap: src - gap + n] = self._v[:, :, src: src + n]
+            n = min(chunk, self.length - src)
+            k, v = self._k[:, :, src: src + n], self._v[:, :, src: src + n]
+            if n > gap:
+                k, v = k.clone(), v.clone()
+            self._k[:, :, src - gap: src - gap + n] = k
+            self._v[:, :, src - gap: src - gap + n] = v
             src += n
         self.length -= gap
         self._refresh()
 
     def reset(self) -> None:
         self.truncate(0)
+
+    def set_max_tokens(self, max_tokens: int | None) -> None:
+        """Change the cap; shrinks the buffers if they are already larger (live tokens must fit)."""
+        if max_tokens is not None and self.length > max_tokens:
+            raise CacheFull(f"{self.length} live tokens exceed the new capacity {max_tokens}")
+        self.max_tokens = max_tokens
+        if max_tokens is not None and self.capacity > max_tokens:
+            self._k = self._k[:, :, :max_tokens].clone()
+            self._v = self._v[:, :, :max_tokens].clone()
+            self._refresh()
 
 
 class KVCache(Cache):
@@ -134,6 +149,11 @@ class KVCache(Cache):
     @property
     def allocated_bytes(self) -> int:
         return sum(layer.capacity for layer in self.layers) * self.bytes_per_token // self.num_layers
+
+    def set_max_tokens(self, max_tokens: int | None) -> None:
+        for layer in self.layers:
+            layer.set_max_tokens(max_tokens)
+        self.max_tokens = max_tokens
 
     def append(self, kv: torch.Tensor) -> None:
         """Write stored tokens kv [num_layers, 2, kv_heads, n, head_dim] after the live slots."""

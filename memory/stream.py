@@ -111,9 +111,7 @@ class MemoryStream:
             raise ValueError(f"stream frame size changed from {self.size} to {size}")
         self.plan, self.size = plan, size
         if hasattr(self, "cache") and self.cache.max_tokens != plan.capacity_tokens:
-            self.cache.max_tokens = plan.capacity_tokens
-            for layer in self.cache.layers:
-                layer.max_tokens = plan.capacity_tokens
+            self.cache.set_max_tokens(plan.capacity_tokens)
 
     def _start(self) -> None:
         seg = self.prefix_segment
@@ -291,12 +289,15 @@ class MemoryStream:
             scores = self.policy.score_exit(keys, self._proxy_queries()).float().cpu()
         else:
             scores = block.scores if block.scores is not None else torch.zeros(kv.shape[0], block.n_vis)
+        # a new prototype must not make the block longer: it takes one vision token's place
+        add_proto = self.policy.prototype and not block.n_proto and block.n_vis >= 2
+        k = min(k, block.n_vis - 1) if add_proto else min(k, block.n_vis)
         keep = self.policy.keep(scores, k)
-        new = compress_kv(kv, block, keep, self.policy.prototype)
+        new = compress_kv(kv, block, keep, add_proto or bool(block.n_proto))
         self.region.replace(block, new)
         block.scores = torch.gather(scores, 1, keep)
         block.n_vis = keep.shape[1]
-        if self.policy.prototype:
+        if add_proto:
             block.n_proto = 1
         block.meta["compressed"] = True
         block.rot_base = self.base

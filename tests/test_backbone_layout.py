@@ -75,3 +75,12 @@ def test_kv_cache_remove_truncate_and_capacity():
     with pytest.raises(CacheFull):
         c.append(torch.zeros(2, 2, 1, 31, 4))
     assert c.allocated_bytes <= 40 * c.bytes_per_token
+
+
+@pytest.mark.parametrize("n,start,end", [(600, 5, 300), (600, 0, 600), (700, 100, 101), (40, 39, 40)])
+def test_kv_cache_remove_large_and_small_gaps(n, start, end):
+    c = KVCache(1, 1, 2, torch.float32, "cpu")
+    kv = torch.arange(2 * n * 2, dtype=torch.float32).view(1, 2, 1, n, 2)
+    c.append(kv)
+    c.remove(start, end)
+    assert torch.equal(c.read(0, c.length), torch.cat([kv[:, :, :, :start], kv[:, :, :, end:]], dim=3))

@@ -4,7 +4,7 @@ When a patch is encoded, each vision token gets two query-free scores per layer:
 - TaR (temporal-axis redundancy): cosine similarity of its key to the key at the same spatial
   position in the previous patch (averaged over KV heads); a token that barely changed is redundant.
 - VaN (value norm): L2 norm of its value (averaged over heads); large values carry more.
-The score is the mean of the two ranks (1 - redundancy, value norm), each normalised to [0, 1].
+The score is the mean of (1 - redundancy) and value norm, each min-max scaled to [0, 1] per layer.
 Blocks leaving the window keep the top `compress_ratio` of their vision tokens per layer; when the
 compressed memory exceeds its budget, tokens are re-allocated by one global ranking.
 """
@@ -16,13 +16,11 @@ import torch
 from memory.policies.base import Exit, Policy
 
 
-def _rank01(x: torch.Tensor) -> torch.Tensor:
-    """Ranks along the last dim scaled to [0, 1] (ties broken by order)."""
-    n = x.shape[-1]
-    if n == 1:
-        return torch.ones_like(x)
-    ranks = torch.argsort(torch.argsort(x, dim=-1), dim=-1).float()
-    return ranks / (n - 1)
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Min-max scale along the last dim to [0, 1]; a constant row maps to 0."""
+    lo = x.min(-1, keepdim=True).values
+    hi = x.max(-1, keepdim=True).values
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
 def tar_van_scores(keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
@@ -33,7 +31,7 @@ def tar_van_scores(keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Te
     else:
         cos = torch.nn.functional.cosine_similarity(keys.float(), prev_keys.float(), dim=-1).mean(1)
         novelty = 1.0 - cos
-    return 0.5 * _rank01(novelty) + 0.5 * _rank01(van)
+    return 0.5 * _unit(novelty) + 0.5 * _unit(van)
 
 
 class InfiniPotPolicy(Policy):

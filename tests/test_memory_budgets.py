@@ -1,0 +1,85 @@
+"""No tier ever exceeds its budget over a 5,000-patch stream, and impossible budgets fail at startup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.schema import ConfigError
+from ingest.types import TemporalPatch
+from memory.config import MemoryConfig
+from memory.stream import MemoryStream
+from tests.memory_fakes import fake_backbone
+
+FRAMES = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # one vision token per patch: fast
+
+
+def _patch(i: int) -> TemporalPatch:
+    return TemporalPatch(i, FRAMES, (float(i), i + 0.5), float(i), i + 1.0)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    return fake_backbone()
+
+
+def _check(ms: MemoryStream, cfg: MemoryConfig) -> None:
+    t = ms.stats()["tiers"]
+    assert ms.cache.allocated_bytes <= cfg.device_budget
+    assert t["device"]["peak"] <= cfg.device_budget
+    assert t["host"]["bytes"] <= cfg.host_budget and t["host"]["peak"] <= cfg.host_budget
+    assert t["disk"]["bytes"] <= cfg.disk_budget and t["disk"]["peak"] <= cfg.disk_budget
+
+
+@pytest.mark.parametrize("policy", ["sliding", "rekv", "infinipot", "streammem"])
+def test_no_tier_over_budget_across_5000_patches(fake, policy, tmp_path):
+    cfg = MemoryConfig(policy=policy, device_budget=400_000, host_budget=40_000, disk_budget=60_000,
+                       disk_dir=str(tmp_path), window_blocks=3, retrieve_blocks=2, time_blocks=2, answer_tokens=32)
+    ms = MemoryStream(fake, cfg)
+    for i in range(5000):
+        ms.ingest(_patch(i))
+        _check(ms, cfg)
+        if i % 1000 == 999:
+            a = ms.ask(f"what happened at {i // 120}:{i % 60:02d}?")
+            _check(ms, cfg)
+            assert a.memory["patches"] == i + 1
+    s = ms.stats()
+    assert s["patches"] == 5000 and s["evicted"] > 4000
+    if policy == "rekv":
+        # the tiers stay full: one more block would not fit in either
+        block_bytes = max(b.n_tokens for b in ms.blocks.values() if b.kind == "patch") * ms.bpt
+        assert s["tiers"]["host"]["bytes"] + block_bytes > cfg.host_budget
+        assert s["tiers"]["disk"]["bytes"] + block_bytes > cfg.disk_budget
+        assert len(list(tmp_path.iterdir())) > 0
+    ms.close()
+
+
+def test_full_is_unbounded_and_keeps_everything(fake):
+    ms = MemoryStream(fake, MemoryConfig(policy="full", device_budget=1000))  # budgets do not apply to full
+    for i in range(300):
+        ms.ingest(_patch(i))
+    assert ms.stats()["tiers"]["device"]["blocks"] == 300 and ms.stats()["tiers"]["device"]["budget"] is None
+
+
+def test_positions_stay_bounded_by_rebasing(fake):
+    cfg = MemoryConfig(policy="sliding", device_budget=300_000, window_blocks=3, answer_tokens=32, rebase_limit=4096)
+    ms = MemoryStream(fake, cfg)
+    for i in range(1000):  # ~13 positions per patch: passes 4096 three times
+        ms.ingest(_patch(i))
+        assert ms.next_position <= 4096
+    assert ms.rebases >= 3 and ms.base > 0
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (dict(device_budget=10_000), "memory.device_budget: 9.8 KiB cannot hold"),
+    (dict(window_blocks=50), "memory.window_blocks: a window of 50 blocks does not fit"),
+    (dict(policy="rekv", host_budget=0, disk_budget=0), "memory.host_budget: rekv offloads"),
+    (dict(policy="rekv", host_budget=1000), "memory.host_budget: 1000 B cannot hold one block"),
+])
+def test_impossible_budgets_fail_before_streaming(fake, overrides, needle):
+    base = dict(policy="sliding", device_budget=400_000, window_blocks=3, answer_tokens=32, retrieve_blocks=2,
+                time_blocks=2)
+    base.update(overrides)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as e:
+        MemoryStream(fake, MemoryConfig(**base), frame_size=(32, 32))
+    assert "minimum" in str(e.value) or "at least" in str(e.value) or "at most" in str(e.value)

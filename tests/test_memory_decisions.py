@@ -1,0 +1,138 @@
+"""Policy decisions, retrieval math, the time parser and the indexes, on made-up tensors (no model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memory.block import Block
+from memory.config import MemoryConfig
+from memory.device import compress_kv
+from memory.index import FaissIndex, TorchIndex
+from memory.policies import REGISTRY, Exit, make_policy
+from memory.policies.base import fit_global, keep_top
+from memory.policies.infinipot import tar_van_scores
+from memory.policies.streammem import proxy_attention_scores
+from memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
+from memory.timeparse import parse_clock, parse_time_ranges
+
+
+def _block(i: int, n_vis: int, scores: torch.Tensor | None = None, head: int = 8) -> Block:
+    return Block(id=i, kind="patch", t_start=float(i), t_end=i + 1.0, t_mid=i + 0.25, pos_start=i * 20, span=20,
+                 n_head=head, n_vis=n_vis, n_tail=1, scores=scores)
+
+
+def test_registry_and_exit_actions():
+    actions = {name: make_policy(MemoryConfig(policy=name)).on_exit for name in REGISTRY}
+    assert actions == {"full": Exit.KEEP, "sliding": Exit.DROP, "rekv": Exit.OFFLOAD,
+                       "infinipot": Exit.COMPRESS, "streammem": Exit.COMPRESS}
+    assert make_policy(MemoryConfig(policy="full")).window(MemoryConfig()) is None
+
+
+def test_keep_top_is_sorted_and_per_layer():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.8, 0.1, 0.2, 0.9]])
+    assert keep_top(scores, 2).tolist() == [[1, 3], [0, 3]]
+
+
+def test_fit_global_ranks_tokens_across_blocks_and_evicts_oldest_text():
+    a = _block(0, 4, torch.tensor([[0.9, 0.8, 0.1, 0.1]] * 2))
+    b = _block(1, 4, torch.tensor([[0.7, 0.2, 0.2, 0.2]] * 2))
+    fixed = 2 * (8 + 1)
+    counts = fit_global([a, b], fixed + 3)
+    assert counts == {0: 2, 1: 1}  # 0.9, 0.8 from a; 0.7 from b
+    assert fit_global([a, b], 9 + 1) == {1: 1}  # only one block's text fits: the oldest goes
+    assert fit_global([a, b], 100) == {0: 4, 1: 4}
+
+
+def test_tar_van_prefers_changed_tokens_with_large_values():
+    torch.manual_seed(0)
+    prev = torch.randn(2, 2, 6, 8)
+    keys = prev.clone()
+    keys[:, :, 3] = torch.randn(2, 2, 8)  # token 3 changed since the previous patch
+    values = torch.ones(2, 2, 6, 8)
+    values[:, :, 5] *= 10  # token 5 carries a large value
+    s = tar_van_scores(keys, values, prev)
+    assert s.shape == (2, 6)
+    top2 = set(torch.topk(s[0], 2).indices.tolist())
+    assert top2 == {3, 5}
+
+
+def test_proxy_attention_scores_follow_the_queries():
+    keys = torch.zeros(1, 1, 5, 4)
+    keys[0, 0, 2] = torch.tensor([4.0, 0, 0, 0])
+    q = torch.tensor([1.0, 0, 0, 0]).view(1, 1, 1, 4).expand(1, 2, 3, 4)  # 2 heads share the kv head
+    s = proxy_attention_scores(keys, q)
+    assert int(torch.argmax(s[0])) == 2
+    assert torch.allclose(s.sum(-1), torch.ones(1))
+
+
+def test_compress_kv_keeps_text_and_per_layer_tokens():
+    b = _block(0, 4, head=2)
+    kv = torch.arange(2 * 2 * 1 * 7 * 1, dtype=torch.float32).view(2, 2, 1, 7, 1)
+    keep = torch.tensor([[0, 3], [1, 2]])
+    out = compress_kv(kv, b, keep, prototype=True)
+    assert out.shape[3] == 2 + 2 + 1 + 1
+    assert out[0, 0, 0, :, 0].tolist()[:5] == [0, 1, 2, 5, 6]
+    assert out[1, 0, 0, :, 0].tolist()[:5] == [14, 15, 17, 18, 20]
+    assert out[0, 0, 0, 5, 0].item() == pytest.approx(kv[0, 0, 0, 2:6, 0].mean().item())
+
+
+def test_question_query_factorises_mean_dot_products():
+    torch.manual_seed(1)
+    q = torch.randn(5, 4, 8)  # tokens, 4 heads, head_dim
+    k = torch.randn(7, 2, 8)  # block tokens, 2 kv heads
+    direct = torch.stack([(q[:, h] @ k[:, h // 2].T).mean() for h in range(4)]).mean()
+    fact = question_query([q], 2)[0] @ block_summary([k])[0]
+    assert fact.item() == pytest.approx(direct.item(), rel=1e-5)
+
+
+def test_combine_and_top_k():
+    scores = torch.tensor([[1.0, 2.0, 3.0], [100.0, 300.0, 200.0]])  # layer 2 has a larger scale
+    combined = combine_layers(scores)
+    assert [b for b, _ in top_k([10, 11, 12], combined, 2)] == [11, 12]
+    assert [b for b, _ in top_k([10, 11, 12], combined, 2, exclude={11})] == [12, 10]
+    assert spread(list(range(10)), 3) == [0, 4, 9] or spread(list(range(10)), 3) == [0, 5, 9]
+
+
+def test_rekv_select_puts_time_blocks_first():
+    pol = make_policy(MemoryConfig(policy="rekv"))
+    sel = pol.select([1, 2, 3], torch.tensor([[0.0, 5.0, 1.0]]), 2, forced=[2])
+    assert [(s.block_id, s.reason) for s in sel] == [(2, "time"), (3, "retrieved"), (1, "retrieved")]
+
+
+@pytest.mark.parametrize("cls", [TorchIndex, FaissIndex])
+def test_indexes_score_all_blocks_per_layer(cls):
+    torch.manual_seed(0)
+    idx = cls(3, 16)
+    rows = {i: torch.randn(3, 16) for i in range(6)}
+    for i, r in rows.items():
+        idx.add(i, r)
+    idx.remove(4)
+    q = torch.randn(3, 16)
+    ids, s = idx.scores(q)
+    assert sorted(ids) == [0, 1, 2, 3, 5]
+    for col, bid in enumerate(ids):
+        assert torch.allclose(s[:, col], (rows[bid] * q).sum(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("question,now,expected", [
+    ("What was on the sign at 01:30?", None, [(89.0, 91.0)]),
+    ("what happened between 2:00 and 3:10", None, [(120.0, 190.0)]),
+    ("From 1:00:00 to 1:02:30, who spoke?", None, [(3600.0, 3750.0)]),
+    ("what did I see in the first minute", None, [(0.0, 60.0)]),
+    ("what was there 5 minutes ago", 600.0, [(299.0, 301.0)]),
+    ("anything in the last 30 seconds?", 600.0, [(570.0, 600.0)]),
+    ("at 95.5 s what colour was it", None, [(94.5, 96.5)]),
+    ("around minute 3", None, [(180.0, 240.0)]),
+    ("what is at 12:05-12:40", None, [(725.0, 760.0)]),
+    ("When did the door open?", None, []),
+    ("I waited 5 seconds, then what?", None, []),
+])
+def test_time_parser(question, now, expected):
+    assert parse_time_ranges(question, now) == pytest.approx(expected)
+
+
+def test_parse_clock_units():
+    assert parse_clock("1:02:03") == 3723 and parse_clock("2 min") == 120 and parse_clock("90s") == 90
+    with pytest.raises(ValueError):
+        parse_clock("soon")
