@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,8 @@ class Backbone:
                            getattr(text, "head_dim", text.hidden_size // text.num_attention_heads),
                            text.num_attention_heads, self.dtype)
         self.rotary_emb = self.model.model.language_model.rotary_emb
+        self.lock = threading.RLock()
+        """Serialises model calls across streams: hooks and the model's buffers are shared state."""
 
     @classmethod
     def load(cls, cfg: ModelConfig, system_prompt: str | None = None) -> "Backbone":

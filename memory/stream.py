@@ -127,6 +127,10 @@ class MemoryStream:
     # ---------------------------------------------------------------- ingest
     def ingest(self, patch) -> Block:
         """Encode one temporal patch (ingest.types.TemporalPatch) attending to sinks + window; then apply the policy."""
+        with self.bb.lock:
+            return self._ingest(patch)
+
+    def _ingest(self, patch) -> Block:
         size = (patch.height, patch.width)
         if self.plan is None or self.size != size:
             self._plan(size)
@@ -374,7 +378,15 @@ class MemoryStream:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None) -> Answer:
-        """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient)."""
+        """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
+
+        `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. The model lock
+        is held for the whole answer, so other streams sharing the backbone wait between tokens' turns.
+        """
+        with self.bb.lock:
+            return self._ask(question, on_text, now, keep_logits, sampling, should_stop)
+
+    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop) -> Answer:
         if not question or not question.strip():
             raise ValueError("empty question")
         if not self.region.blocks:
