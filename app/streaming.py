@@ -1,0 +1,74 @@
+"""Glue for the CLI verbs: stream a video source into a MemoryStream with progress, then answer."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+from app.config import Config
+from app.cli import UserError
+
+
+def open_memory(bb, cfg: Config, memory_dir: str | None = None, stream_id: str = "cli"):
+    from memory.stream import MemoryStream
+
+    return MemoryStream(bb, cfg.memory, stream_id=stream_id, memory_dir=memory_dir)
+
+
+def check_video(source: str, cfg: Config) -> None:
+    """Fail fast on a bad video (missing, empty, not a video) before the model loads."""
+    from ingest import open_source
+
+    open_source(source, cfg.ingest)
+
+
+def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, progress: bool = False,
+                on_patch: Callable | None = None) -> dict:
+    """Ingest `source` into `memory` (up to `until_s` seconds of video); returns timing figures."""
+    from ingest import open_stream
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="ingest", unit="patch", file=sys.stderr, leave=False)
+    t0, n = time.perf_counter(), 0
+    with open_stream(source, cfg.ingest) as stream:
+        for patch in stream:
+            if until_s is not None and patch.t_start >= until_s:
+                break
+            memory.ingest(patch)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(t=f"{patch.t_end:.1f}s")
+            if on_patch is not None:
+                on_patch(patch)
+        stats = stream.stats()
+    if bar is not None:
+        bar.close()
+    if n == 0:
+        raise UserError(f"{source}: no frames could be decoded (a zero-length video?)")
+    elapsed = time.perf_counter() - t0
+    return {"patches": n, "ingest_s": elapsed, "patches_per_s": n / elapsed if elapsed else 0.0,
+            "dropped_frames": getattr(stats, "dropped_frames", 0)}
+
+
+def answer_dict(ans, ingest: dict | None = None) -> dict:
+    """The JSON shape of an answer (ask --json, demo --json)."""
+    return {
+        "answer": ans.text,
+        "ttft_s": round(ans.ttft_s, 4),
+        "retrieval_s": round(ans.retrieval_s, 4),
+        "prefill_s": round(ans.prefill_s, 4),
+        "decode_s": round(ans.decode_s, 4),
+        "tokens": len(ans.token_ids),
+        "context_tokens": ans.context_tokens,
+        "patches": ans.memory["patches"],
+        "evidence": [{"block": e.block_id, "t_start": round(e.t_start, 2), "t_end": round(e.t_end, 2),
+                      "reason": e.reason, **({"score": round(e.score, 3)} if e.score is not None else {})}
+                     for e in ans.evidence if e.reason in ("retrieved", "time", "window", "memory")][:64],
+        "memory": ans.memory["tiers"],
+        **({"ingest": ingest} if ingest else {}),
+    }

@@ -1,0 +1,102 @@
+"""The `longwatch` command: ask and demo end to end on the tiny preset, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import av
+import pytest
+
+from app.sample_video import make_sample_video
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("v") / "signs.mp4"
+    make_sample_video(path, seconds=20, size=(120, 160), fps=6)
+    return path
+
+
+def test_ask_json_on_generated_video_under_a_minute(video):
+    t0 = time.perf_counter()
+    r = _run("ask", str(video), "What did the sign say at 00:05?", "--model", "tiny", "--json",
+             "--frame-size", "224", "--max-new-tokens", "8")
+    elapsed = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"answer", "ttft_s", "patches", "tokens", "evidence", "memory"} <= set(out)
+    assert out["patches"] == 20 and 0 < out["tokens"] <= 8
+    assert any(e["reason"] == "time" and e["t_start"] <= 5 < e["t_end"] for e in out["evidence"])
+    assert elapsed < 60
+
+
+def test_ask_streams_text_and_memory_dir_resumes(video, tmp_path):
+    mem = tmp_path / "mem"
+    r = _run("ask", str(video), "what happened?", "--model", "tiny", "--frame-size", "224",
+             "--max-new-tokens", "4", "--memory-dir", str(mem))
+    assert r.returncode == 0, r.stderr
+    assert "patches" in r.stderr and (mem / "journal.jsonl").is_file()
+    r2 = _run("ask", "-", "what happened?", "--model", "tiny", "--frame-size", "224", "--max-new-tokens", "4",
+              "--memory-dir", str(mem), "--json")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads(r2.stdout)["patches"] == 20
+    r3 = _run("ask", str(video), "again?", "--memory-dir", str(mem))
+    assert r3.returncode == 2 and "already holds a stream" in r3.stderr
+
+
+def _zero_length(path):
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+    return path
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "no such file"),
+    ("text", "not a readable video"),
+    ("zero", ""),
+    ("model", "unknown model"),
+    ("folder", "no config.json"),
+    ("config", "unknown config key"),
+])
+def test_bad_input_is_one_line_exit_2(video, tmp_path, case, needle):
+    args = [str(video), "q?"]
+    if case == "missing":
+        args = [str(tmp_path / "nope.mp4"), "q?"]
+    elif case == "text":
+        (tmp_path / "t.mp4").write_text("hello")
+        args = [str(tmp_path / "t.mp4"), "q?"]
+    elif case == "zero":
+        args = [str(_zero_length(tmp_path / "z.mp4")), "q?"]
+    elif case == "model":
+        args += ["--model", "Qwen3-VL-9000"]
+    elif case == "folder":
+        args += ["--model", str(tmp_path)]
+    elif case == "config":
+        (tmp_path / "c.yaml").write_text("memory:\n  polcy: rekv\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+    r = _run("ask", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("longwatch: error:") and needle in lines[-1]
+    assert "Traceback" not in r.stderr
+
+
+def test_demo_cli_runs_offline():
+    r = _run("demo", "--cli", "--json", "--max-new-tokens", "4", "--frame-size", "224")
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(answers) == 2 and all(a["patches"] == 40 for a in answers)
+
+
+def test_help_lists_the_verbs():
+    r = _run("--help")
+    for verb in ("ask", "demo", "ingest", "bench", "eval"):
+        assert verb in r.stdout
