@@ -19,19 +19,20 @@ class Sign:
     text: str
 
 
-def _frame(t: float, size: tuple[int, int], sign: Sign | None) -> np.ndarray:
+def draw_frame(t: float, size: tuple[int, int], text: str | None) -> np.ndarray:
+    """One RGB frame at time t: drifting gradient, a moving disc, an optional white sign with `text`, a clock."""
     h, w = size
     y, x = np.mgrid[0:h, 0:w]
     # a slowly drifting colour gradient so consecutive frames differ, like a real scene
     img = np.stack([(x + 40 * t) % 256, (y + 25 * t) % 256, np.full_like(x, 96)], -1).astype(np.uint8)
     cx = int((0.5 + 0.35 * np.sin(t / 3.0)) * w)
     cv2.circle(img, (cx, int(0.8 * h)), max(4, h // 16), (240, 240, 60), -1)  # a moving distractor
-    if sign is not None:
+    if text is not None:
         scale = max(0.5, w / 400)
-        (tw, th), _ = cv2.getTextSize(sign.text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
         x0, y0 = (w - tw) // 2, h // 3
         cv2.rectangle(img, (x0 - 10, y0 - th - 10), (x0 + tw + 10, y0 + 10), (255, 255, 255), -1)
-        cv2.putText(img, sign.text, (x0, y0), cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(img, text, (x0, y0), cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0), 2, cv2.LINE_AA)
     cv2.putText(img, f"{int(t) // 60:02d}:{int(t) % 60:02d}", (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX,
                 max(0.4, w / 900), (0, 0, 0), 1, cv2.LINE_AA)
     return img
@@ -60,7 +61,7 @@ def make_sample_video(path: str | Path, seconds: float = 40.0, size: tuple[int, 
         for i in range(int(seconds * fps)):
             t = i / fps
             sign = next((s for s in signs if s.t_start <= t < s.t_end), None)
-            frame = av.VideoFrame.from_ndarray(_frame(t, size, sign), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(draw_frame(t, size, sign.text if sign else None), format="rgb24")
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():

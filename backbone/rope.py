@@ -34,3 +34,13 @@ def apply_shift(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tor
     """keys [..., head_dim] rotated by the shift whose cos/sin come from `shift_cos_sin` (computed in fp32)."""
     k = keys.to(torch.float32)
     return (k * cos + rotate_half(k) * sin).to(keys.dtype)
+
+
+def rope_text(rotary_emb: torch.nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to pre-RoPE text-token vectors x [tokens, heads, head_dim] at `positions` [tokens]
+    (T = H = W for text), with the model's own rotary module; returns float32 [heads, tokens, head_dim]."""
+    pos = positions.to(x.device).view(1, 1, -1).expand(3, 1, -1)
+    cos, sin = rotary_emb(x, pos)
+    cos, sin = cos[0].float()[:, None], sin[0].float()[:, None]  # [tokens, 1, head_dim]
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).transpose(0, 1)

@@ -47,6 +47,8 @@ class Block:
     """[num_layers, kv_heads * head_dim] float32 key summary for retrieval (None when unused)."""
     scores: torch.Tensor | None = None
     """[num_layers, n_vis] float32 importance of the kept vision tokens (compressing policies)."""
+    kept: torch.Tensor | None = None
+    """[num_layers, n_vis] original indices of the kept vision tokens once compressed (None = all)."""
     meta: dict = field(default_factory=dict)
 
     @property

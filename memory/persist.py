@@ -22,7 +22,7 @@ from memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref
 
 log = logging.getLogger(__name__)
 VERSION = 1
-_TENSOR_FIELDS = ("summary", "scores")
+_TENSOR_FIELDS = ("summary", "scores", "kept")
 
 
 class IncompatibleMemory(ValueError):
@@ -190,7 +190,8 @@ def _replay(stream, journal: Journal) -> None:
             kv = journal.files.read(ref)
             aux = {key: ref_from_dict(r[key]) for key in _TENSOR_FIELDS if r.get(key)}
             for key, aref in aux.items():
-                setattr(block, key, journal.files.read(aref).clone())
+                value = journal.files.read(aref).clone()
+                setattr(block, key, value.long() if key == "kept" else value)
         except TornBlock as e:
             log.warning("memory %s: block %d is torn (%s); skipped", journal.files.folder, bid, e)
             skipped += 1

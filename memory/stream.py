@@ -21,7 +21,7 @@ from backbone.hooks import QKCapture
 from backbone.model import Backbone
 from backbone.prefill import prefill
 from backbone.preprocess import vision_tokens
-from backbone.rope import apply_shift, shift_cos_sin
+from backbone.rope import apply_shift, rope_text, shift_cos_sin
 from memory.block import DEVICE, DISK, EVICTED, HOST, Block
 from memory.budget import DevicePlan, plan_device
 from memory.config import MemoryConfig
@@ -60,6 +60,8 @@ class Answer:
     logits: list[torch.Tensor] = field(default_factory=list)
     question_tokens: int = 0
     context_tokens: int = 0
+    kept: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    """Blocks in the answer's context: id -> [layers, k] original vision indices kept (None = whole block)."""
 
 
 class MemoryStream:
@@ -276,14 +278,8 @@ class MemoryStream:
         with QKCapture(self.bb.model, queries=True) as cap:
             prefill(self.bb.model, self.cache, [seg], self.next_position)
         self.cache.truncate(length)
-        pos = torch.arange(self.next_position, self.next_position + len(seg), device=self.bb.device)
-        cos, sin = self.bb.rotary_emb(cap.queries[0], pos.view(1, 1, -1).expand(3, 1, -1))
-        cos, sin = cos[0].float(), sin[0].float()  # [tokens, head_dim]
-        out = []
-        for q in cap.queries:  # [tokens, heads, head_dim]
-            qf = q.float()
-            rot = qf * cos[:, None] + torch.cat([-qf[..., qf.shape[-1] // 2:], qf[..., : qf.shape[-1] // 2]], -1) * sin[:, None]
-            out.append(rot.transpose(0, 1))
+        pos = torch.arange(self.next_position, self.next_position + len(seg))
+        out = [rope_text(self.bb.rotary_emb, q, pos) for q in cap.queries]
         return torch.stack(out)
 
     def _compress(self, block: Block, k: int, first: bool = False) -> None:
@@ -300,6 +296,8 @@ class MemoryStream:
         new = compress_kv(kv, block, keep, add_proto or bool(block.n_proto))
         self.region.replace(block, new)
         block.scores = torch.gather(scores, 1, keep)
+        orig = block.kept if block.kept is not None else torch.arange(block.n_vis).expand(keep.shape[0], -1)
+        block.kept = torch.gather(orig, 1, keep)
         block.n_vis = keep.shape[1]
         if add_proto:
             block.n_proto = 1
@@ -420,10 +418,12 @@ class MemoryStream:
             self.cache.truncate(length)
         self.tick += 1
         evidence = self._evidence(selections)
+        kept = {b.id: b.kept for b in self.region.blocks if b.kind == "patch"}
+        kept.update({s.block_id: None for s in selections})
         return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s,
                       prefill_s=t_pre, decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence,
                       memory=self.stats(), stopped=out.stopped, logits=out.logits, question_tokens=len(qseg),
-                      context_tokens=context)
+                      context_tokens=context, kept=kept)
 
     def _targets(self, blocks: list[Block]) -> list[int | None]:
         """Model positions for retrieved blocks: their own (keep), or packed just before the window
