@@ -9,9 +9,11 @@ starts in model coordinates, `base` is how far the stream has been re-based (abs
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -93,7 +95,9 @@ class MemoryStream:
         else:
             if not cfg.disk_dir and cfg.disk_budget > 0:
                 self._tmp = tempfile.TemporaryDirectory(prefix=f"longwatch-{stream_id}-")
-            disk_folder = cfg.disk_dir or (self._tmp.name if self._tmp else None)
+            # one folder per stream, so streams sharing a disk_dir never touch each other's files
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id) or "stream"
+            disk_folder = str(Path(cfg.disk_dir) / safe) if cfg.disk_dir else (self._tmp.name if self._tmp else None)
         self.disk = DiskTier(cfg.disk_budget, disk_folder, self.journal.files if self.journal else None) \
             if cfg.disk_budget > 0 else None
         text = backbone.model.config.text_config
@@ -487,8 +491,12 @@ class MemoryStream:
         return restore(cls, backbone, cfg, folder, stream_id)
 
     def close(self) -> None:
+        """Finish the journal (memory_dir) or delete the offloaded blocks (no memory_dir: they were scratch)."""
         if self.journal:
             self.journal.close(self)
+        elif self.disk is not None:
+            for bid in self.disk.ids():
+                self.disk.pop(bid)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
