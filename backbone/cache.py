@@ -1,6 +1,7 @@
 """KVCache: a transformers `Cache` whose layers are preallocated buffers that memory policies edit in place.
 
-Layout per layer: keys and values [1, kv_heads, capacity, head_dim] (GQA heads not repeated), RoPE
+Layout per layer: keys and values [batch, kv_heads, capacity, head_dim] (batch is 1 except for the
+transient cache of a multi-stream forward) (GQA heads not repeated), RoPE
 already applied to keys; the first `length` slots are live. The model appends through `update`,
 which writes in place and returns views (no reallocation per call, unlike DynamicCache, whose
 `torch.cat` makes long streams quadratic). Memory code moves blocks in and out with `append`,
@@ -22,12 +23,12 @@ class BufferLayer(CacheLayerMixin):
     is_croppable = True
 
     def __init__(self, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 max_tokens: int | None = None, initial: int = 256) -> None:
+                 max_tokens: int | None = None, initial: int = 256, batch: int = 1) -> None:
         super().__init__()
         self.kv_heads, self.head_dim, self.dtype, self.device = kv_heads, head_dim, dtype, torch.device(device)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.batch = max_tokens, batch
         cap = initial if max_tokens is None else min(initial, max_tokens)
-        self._k = torch.empty(1, kv_heads, cap, head_dim, dtype=dtype, device=self.device)
+        self._k = torch.empty(batch, kv_heads, cap, head_dim, dtype=dtype, device=self.device)
         self._v = torch.empty_like(self._k)
         self.length = 0
         self.is_initialized = True
@@ -51,7 +52,7 @@ class BufferLayer(CacheLayerMixin):
             cap *= 2
         if self.max_tokens is not None:
             cap = min(cap, self.max_tokens)
-        k = torch.empty(1, self.kv_heads, cap, self.head_dim, dtype=self.dtype, device=self.device)
+        k = torch.empty(self.batch, self.kv_heads, cap, self.head_dim, dtype=self.dtype, device=self.device)
         v = torch.empty_like(k)
         k[:, :, : self.length] = self._k[:, :, : self.length]
         v[:, :, : self.length] = self._v[:, :, : self.length]
@@ -132,8 +133,10 @@ class KVCache(Cache):
     """Per-layer `BufferLayer`s; see the module docstring for the layout."""
 
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | str, max_tokens: int | None = None) -> None:
-        layers = [BufferLayer(kv_heads, head_dim, dtype, torch.device(device), max_tokens) for _ in range(num_layers)]
+                 device: torch.device | str, max_tokens: int | None = None, batch: int = 1,
+                 initial: int = 256) -> None:
+        layers = [BufferLayer(kv_heads, head_dim, dtype, torch.device(device), max_tokens, initial, batch)
+                  for _ in range(num_layers)]
         super().__init__(layers=layers)
         self.num_layers, self.kv_heads, self.head_dim = num_layers, kv_heads, head_dim
         self.dtype, self.device, self.max_tokens = dtype, torch.device(device), max_tokens

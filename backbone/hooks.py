@@ -14,11 +14,12 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 class QKCapture:
     """Context manager recording q_norm / k_norm outputs: pre-RoPE [tokens, heads, head_dim] per layer.
 
-    Only batch item 0 is kept. Tensors are detached references to this call's activations.
+    Only batch item 0 is kept unless batch=True ([batch, tokens, heads, head_dim]). Tensors are
+    detached references to this call's activations.
     """
 
-    def __init__(self, model: torch.nn.Module, queries: bool = False, keys: bool = False) -> None:
-        self.model, self.want_q, self.want_k = model, queries, keys
+    def __init__(self, model: torch.nn.Module, queries: bool = False, keys: bool = False, batch: bool = False) -> None:
+        self.model, self.want_q, self.want_k, self.batch = model, queries, keys, batch
         n = len(attention_modules(model))
         self.queries: list[torch.Tensor | None] = [None] * n
         self.keys: list[torch.Tensor | None] = [None] * n
@@ -26,7 +27,7 @@ class QKCapture:
 
     def _hook(self, store: list, idx: int):
         def fn(_module, _inputs, output):
-            store[idx] = output[0].detach()
+            store[idx] = output.detach() if self.batch else output[0].detach()
         return fn
 
     def __enter__(self) -> "QKCapture":

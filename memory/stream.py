@@ -137,6 +137,17 @@ class MemoryStream:
             return self._ingest(patch)
 
     def _ingest(self, patch) -> Block:
+        seg = self._prepare(patch)
+        with QKCapture(self.bb.model, keys=self._wants_prerope) as cap:
+            r = prefill(self.bb.model, self.cache, [seg], self.next_position)
+        return self._commit(patch, seg, r.next_position, cap.keys if self._wants_prerope else None)
+
+    @property
+    def _wants_prerope(self) -> bool:
+        return self.policy.retrieves and self.cfg.retrieval_keys == "prerope"
+
+    def _prepare(self, patch):
+        """Everything before the patch's forward: frame-size plan, prompt prefix, segment, re-basing."""
         size = (patch.height, patch.width)
         if self.plan is None or self.size != size:
             self._plan(size)
@@ -145,9 +156,10 @@ class MemoryStream:
         seg = self.bb.patch_segment(patch.frames, patch.t_start, patch.t_end, size, patch.t_mid)
         if self.next_position + seg.span > self.cfg.rebase_limit:
             self.rebase(self.next_position - self.cfg.rebase_limit // 2)
-        want_keys = self.policy.retrieves and self.cfg.retrieval_keys == "prerope"
-        with QKCapture(self.bb.model, keys=want_keys) as cap:
-            r = prefill(self.bb.model, self.cache, [seg], self.next_position)
+        return seg
+
+    def _commit(self, patch, seg, next_position: int, prerope: list | None) -> Block:
+        """After the forward wrote the patch's K/V at the end of the cache: record the block, apply the policy."""
         n_vis = int((seg.token_types == 2).sum())
         n_head = int(torch.nonzero(seg.token_types == 2)[0]) if n_vis else len(seg)
         _, gh, gw = seg.grid_thw
@@ -158,14 +170,15 @@ class MemoryStream:
                       last_used=self.tick, meta={"gap_before": getattr(patch, "gap_before", 0.0)})
         self.next_id += 1
         self.tick += 1
-        self.next_position = r.next_position
+        self.next_position = next_position
         self.region.adopt_tail(block)
         self.blocks[block.id] = block
         self.patches += 1
         self.t_last = max(self.t_last, patch.t_end)
         if self.policy.retrieves:
-            block.summary = self._summary(block, cap.keys if want_keys else None)
-        self._score_new(block)
+            block.summary = self._summary(block, prerope)
+        if self.policy.scores_at_ingest:
+            self._score_new(block)
         self._track_device()
         if self.journal:
             self.journal.put(block, self.region.read(block), self)

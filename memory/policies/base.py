@@ -37,8 +37,8 @@ class Policy:
     - ``window(cfg)``: recent blocks a new patch attends to (``None`` = all of them: ``full``).
     - ``on_exit``: an ``Exit`` for blocks leaving the window (KEEP, DROP, OFFLOAD, COMPRESS).
     - ``retrieves``: True if offloaded blocks are brought back per question (``select`` is used).
-    - ``score_new(keys, values, prev_keys)``: per-token importance [layers, n_vis] of a patch just
-      encoded (keys/values [layers, kv_heads, n_vis, head_dim] of its vision tokens; prev_keys the
+    - ``score_new(keys, values, prev_keys)`` (when ``scores_at_ingest``): per-token importance
+      [layers, n_vis] of a patch just encoded (keys/values [layers, kv_heads, n_vis, head_dim] of its vision tokens; prev_keys the
       previous patch's, or None). Default None.
     - ``score_exit(keys, proxy_queries)``: importance [layers, n_vis] when a block leaves the window,
       given post-RoPE proxy queries [layers, heads, tokens, head_dim]. Default None.
@@ -57,6 +57,7 @@ class Policy:
     name = "base"
     on_exit: Exit = Exit.KEEP
     retrieves = False
+    scores_at_ingest = False
     wants_proxy = False
     prototype = False
 

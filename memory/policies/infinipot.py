@@ -37,6 +37,7 @@ def tar_van_scores(keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Te
 class InfiniPotPolicy(Policy):
     name = "infinipot"
     on_exit = Exit.COMPRESS
+    scores_at_ingest = True
 
     def score_new(self, keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
         return tar_van_scores(keys, values, prev_keys)
