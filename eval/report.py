@@ -51,8 +51,7 @@ def summarize(records: list[dict], timeline: list[dict]) -> list[dict[str, Any]]
             "bench": bench, "format": fmt, "policy": policy, "budget": budget, "questions": len(recs),
             "accuracy": headline(agg), "retrieval_recall": agg["retrieval"]["recall"],
             "needle_recall": agg["retrieval"]["needle_recall"],
-            "kl": _mean([f["kl"] for f in fid if "kl" in f]), "top1": _mean([f["top1"] for f in fid if "top1" in f]),
-            "attn_recall": _mean([f["attn_recall"] for f in fid if "attn_recall" in f]),
+            **{k: _mean([f[k] for f in fid if f.get(k) is not None]) for k in ("kl", "top1", "attn_recall")},
             "ttft_p50_s": _pct(ttft, 50), "ttft_p95_s": _pct(ttft, 95),
             "decode_mean_s": _mean([r["decode_s"] for r in recs if r.get("decode_s") is not None]),
             **{f"peak_{t}_bytes": peak.get(t, 0) for t in TIERS},
@@ -70,6 +69,8 @@ def _fmt(v: Any, kind: str = "") -> str:
         return format_bytes(v)
     if kind == "ms":
         return f"{1000 * v:.0f}"
+    if kind == "sci":  # KL spans 1e-8 (full) to 1e-1: fixed decimals would print 0.000
+        return f"{v:.2e}"
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
@@ -77,7 +78,8 @@ def _fmt(v: Any, kind: str = "") -> str:
 
 COLUMNS = [("policy", "policy", ""), ("budget", "budget", "bytes"), ("questions", "questions", ""),
            ("accuracy", "accuracy", ""), ("retrieval_recall", "retrieval recall", ""),
-           ("needle_recall", "needle recall", ""), ("kl", "KL", ""), ("ttft_p50_s", "TTFT p50 (ms)", "ms"),
+           ("needle_recall", "needle recall", ""), ("kl", "KL", "sci"),
+           ("attn_recall", "attn recall", ""), ("ttft_p50_s", "TTFT p50 (ms)", "ms"),
            ("ttft_p95_s", "TTFT p95 (ms)", "ms"), ("peak_device_bytes", "peak device", "bytes"),
            ("peak_host_bytes", "peak host", "bytes"), ("peak_disk_bytes", "peak disk", "bytes")]
 

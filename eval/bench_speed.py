@@ -1,0 +1,200 @@
+"""Speed benchmark: ingest cost per patch, time to first token and memory, against stream length.
+
+    longwatch bench speed --model tiny --minutes 1,10,60 --policy full,rekv --frame-size 224
+    longwatch bench speed --model random-8b --minutes 10,60,240 --policy full,rekv --streams 1,30 \\
+        --device cuda --frame-size 448                         # the GPU run (bf16 by default on CUDA)
+
+One synthetic stream per policy runs to the longest length; at each length a question is asked
+(time to first token, decode tokens/s) and memory is read (peak device bytes, host RSS). Random
+weights are fine: speed does not depend on weight values. With --streams N, N independent memories
+share the model and each step encodes one patch of every stream in one batched forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from app.cli import add_config_flags
+
+    p.add_argument("--minutes", default="1,5,10", help="stream lengths to measure at, comma-separated (default 1,5,10)")
+    p.add_argument("--streams", default="1", help="concurrent streams, comma-separated counts (default 1)")
+    p.add_argument("--answer-tokens", type=int, default=16, help="tokens decoded per question (default 16)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", metavar="DIR", help="results folder (default eval/results/)")
+    p.add_argument("--name", help="result file name (default speed_<model>_<device>)")
+    add_config_flags(p)
+    for action in p._actions:
+        if action.dest == "memory.policy":
+            action.help = "comma-separated policies (default full,rekv)"
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device, dtype) -> tuple[float, str]:
+    """Peak FLOP/s for MFU: datasheet dense bf16 for known GPUs, else a measured matmul on this device."""
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12)):
+            if key in name:
+                return tflops, f"{name} dense bf16 datasheet"
+    n = 2048 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ a
+    _sync(device)
+    reps, t0 = 8, time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0), f"measured {n}x{n} {dtype} matmul"
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answer_tokens: int, peak: float) -> dict:
+    """One run: `n_streams` streams under `policy` to max(lengths) minutes; returns per-patch costs and checkpoints."""
+    import dataclasses
+
+    import torch
+
+    from backbone.decode import Sampling
+    from eval.flops import patch_flops
+    from eval.synthetic import synthetic_patches
+    from memory.multistream import ingest_batch
+    from memory.stream import MemoryStream
+
+    mem_cfg = dataclasses.replace(cfg.memory, policy=policy)
+    warm = MemoryStream(bb, mem_cfg, stream_id=f"warmup-{policy}")  # first calls allocate and dispatch slowly
+    for patch, _ in zip(synthetic_patches(0.2, cfg.ingest.fps, cfg.ingest.frame_size), range(6)):
+        warm.ingest(patch)
+    warm.ask("warm up", sampling=Sampling(max_new_tokens=2))
+    warm.close()
+    streams = [MemoryStream(bb, mem_cfg, stream_id=f"speed-{policy}-{i}") for i in range(n_streams)]
+    if bb.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(bb.device)
+    costs, flops, checkpoints = [], 0.0, []
+    marks = sorted(lengths)
+    wall0 = time.perf_counter()
+    samp = Sampling(temperature=0.0, max_new_tokens=answer_tokens)
+    for patch in synthetic_patches(max(lengths), cfg.ingest.fps, cfg.ingest.frame_size):
+        context = streams[0].cache.length
+        _sync(bb.device)
+        t0 = time.perf_counter()
+        if n_streams == 1:
+            streams[0].ingest(patch)
+        else:
+            ingest_batch(streams, [patch] * n_streams)
+        _sync(bb.device)
+        costs.append(time.perf_counter() - t0)
+        tokens = bb.tokens_per_patch((patch.height, patch.width), patch.t_mid)
+        flops += n_streams * patch_flops(bb.model.config, (patch.height, patch.width), tokens, context)["total"]
+        if marks and patch.t_end >= marks[0] * 60 - 1e-6:
+            minute = marks.pop(0)
+            ans = streams[0].ask("What did the sign say a minute ago?", sampling=samp)
+            n_dec = max(1, len(ans.token_ids) - 1)
+            dev_peak = torch.cuda.max_memory_allocated(bb.device) if bb.device.type == "cuda" else \
+                sum(s.stats()["tiers"]["device"]["peak"] for s in streams)
+            elapsed = time.perf_counter() - wall0
+            checkpoints.append({
+                "minutes": minute, "patches": len(costs), "ttft_s": ans.ttft_s,
+                "decode_tok_s": n_dec / max(1e-9, ans.decode_s - ans.ttft_s + ans.retrieval_s + ans.prefill_s)
+                if ans.decode_s > 0 else None,
+                "context_tokens": ans.context_tokens, "device_peak_bytes": dev_peak, "host_rss_bytes": _rss(),
+                "host_tier_bytes": sum(s.stats()["tiers"]["host"]["bytes"] for s in streams),
+                "wall_s": elapsed, "lag_s": max(0.0, elapsed - minute * 60),
+            })
+    tenth = max(1, len(costs) // 10)
+    total = sum(costs)
+    for s in streams:
+        s.close()
+    return {
+        "policy": policy, "streams": n_streams, "patches_per_stream": len(costs),
+        "patches_per_s": n_streams * len(costs) / total, "frames_per_s": 2 * n_streams * len(costs) / total,
+        "per_patch_s_first_tenth": sum(costs[:tenth]) / tenth, "per_patch_s_last_tenth": sum(costs[-tenth:]) / tenth,
+        "flat_ratio": (sum(costs[-tenth:]) / tenth) / (sum(costs[:tenth]) / tenth),
+        "flops_per_s": flops / total, "mfu": flops / total / peak,
+        "keeps_up_with_2fps": n_streams * len(costs) / total >= n_streams * cfg.ingest.fps / 2,
+        "checkpoints": checkpoints, "patch_costs_s": costs,
+    }
+
+
+def plot(runs: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for r in runs:
+        label = f"{r['policy']} x{r['streams']}"
+        costs = r["patch_costs_s"]
+        k = max(1, len(costs) // 100)
+        smooth = [sum(costs[i: i + k]) / len(costs[i: i + k]) * 1000 for i in range(0, len(costs), k)]
+        axes[0].plot([i * k / 60 for i in range(len(smooth))], smooth, label=label)
+        mins = [c["minutes"] for c in r["checkpoints"]]
+        axes[1].plot(mins, [c["ttft_s"] * 1000 for c in r["checkpoints"]], marker="o", label=label)
+        axes[2].plot(mins, [c["device_peak_bytes"] / 2**20 for c in r["checkpoints"]], marker="o", label=f"{label} device")
+        axes[2].plot(mins, [c["host_rss_bytes"] / 2**20 for c in r["checkpoints"]], ls="--", label=f"{label} host RSS")
+    axes[0].set(xlabel="stream time (min)", ylabel="ingest cost per patch (ms)", title="cost per patch")
+    axes[1].set(xlabel="stream length (min)", ylabel="time to first token (ms)", title="answer latency", yscale="log")
+    axes[2].set(xlabel="stream length (min)", ylabel="MiB", title="memory")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    from app.cli import config_from_args
+    from backbone.model import Backbone
+    from eval.environment import RESULTS, save_result
+
+    policies = [p.strip() for p in (getattr(args, "memory.policy", None) or "full,rekv").split(",")]
+    setattr(args, "memory.policy", None)
+    lengths = [float(m) for m in args.minutes.split(",")]
+    counts = [int(n) for n in args.streams.split(",")]
+    cfg = config_from_args(args)
+    bb = Backbone.load(cfg.model)
+    peak, peak_src = peak_flops(bb.device, bb.dtype)
+    runs = []
+    for n in counts:
+        for policy in policies:
+            r = run_policy(bb, cfg, policy, lengths, n, args.answer_tokens, peak)
+            runs.append(r)
+            if not args.json:
+                cps = ", ".join(f"{c['minutes']:g} min {c['ttft_s'] * 1000:.0f} ms" for c in r["checkpoints"])
+                print(f"{policy:9s} x{n}: {r['frames_per_s']:.1f} frames/s, per patch {r['per_patch_s_first_tenth'] * 1000:.1f}"
+                      f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}), MFU {r['mfu']:.2%};"
+                      f" TTFT {cps}")
+    name = args.name or f"speed_{cfg.model.name}_{bb.device.type}"
+    folder = args.out or RESULTS
+    png = f"{folder}/{name}.png"
+    plot(runs, png)
+    summary = {f"{r['policy']}x{r['streams']}": {k: r[k] for k in ("frames_per_s", "flat_ratio", "mfu")}
+               | {"ttft_ms": {c["minutes"]: round(c["ttft_s"] * 1000, 1) for c in r["checkpoints"]}} for r in runs}
+    path = save_result(name, {"model": cfg.model.name, "device": str(bb.device), "dtype": str(bb.dtype),
+                              "attn": bb.loaded.attn, "frame_size": cfg.ingest.frame_size, "fps": cfg.ingest.fps,
+                              "lengths_min": lengths, "peak_flops": peak, "peak_flops_source": peak_src,
+                              "summary": summary, "runs": runs, "plot": png}, folder)
+    if args.json:
+        print(json.dumps({"summary": summary, "saved": str(path), "plot": png}))
+    else:
+        print(f"saved {path} and {png}")
+    return 0
