@@ -28,8 +28,8 @@ class IngestConfig:
     """Network sources: time without a frame before the stream counts as stalled."""
     reconnect_initial_s: float = 0.5
     """First reconnect delay; doubles per attempt up to reconnect_max_s."""
-    reconnect_max_s: float = 8.0
-    """Cap on the reconnect delay."""
+    reconnect_max_s: float = 4.0
+    """Cap on the reconnect delay (4 s: a restarted camera is back in under 5 s)."""
     reconnect_attempts: int = 0
     """Give up after this many consecutive failed attempts (0 = retry forever)."""
 
