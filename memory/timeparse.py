@@ -87,7 +87,7 @@ def parse_time_ranges(question: str, now: float | None = None) -> list[tuple[flo
         if take(m) and now is not None:
             t = max(0.0, now - _duration(m.group(1)))
             out.append((max(0.0, t - POINT_SLACK_S), t + POINT_SLACK_S))
-    for m in re.finditer(rf"\b(?:at|around|near|by)\s+(?:minute|min)\s+(\d+(?:\.\d+)?)\b", q):
+    for m in re.finditer(r"\b(?:at|around|near|by)\s+(?:minute|min)\s+(\d+(?:\.\d+)?)\b", q):
         if take(m):
             t = float(m.group(1)) * 60
             out.append((t, t + 60))

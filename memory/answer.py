@@ -1,0 +1,161 @@
+"""Answering from memory: retrieval, assembling the question's cache, decoding, evidence (MemoryStream mixin).
+
+The cache for a question is [prefix | sinks | compressed memory | window | retrieved blocks in time
+order | question | answer]; keys are visible regardless of their slot order, so retrieved blocks go
+after the window and are truncated away afterwards. Question positions continue after the newest block.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from backbone.decode import DecodeResult, Sampling, decode
+from backbone.hooks import QKCapture
+from backbone.prefill import prefill
+from backbone.rope import apply_shift, shift_cos_sin
+from memory.block import DISK, HOST, Block
+from memory.policies import Selection
+from memory.retrieval import question_query, spread
+from memory.timeparse import parse_time_ranges
+
+
+@dataclass(frozen=True)
+class Evidence:
+    block_id: int
+    t_start: float
+    t_end: float
+    reason: str
+    """'sink', 'memory' (compressed, on device), 'window', 'retrieved' or 'time'."""
+    score: float | None = None
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    ttft_s: float
+    """Seconds from the question to its first answer token (retrieval + prefill + first sample)."""
+    prefill_s: float
+    decode_s: float
+    retrieval_s: float
+    evidence: list[Evidence]
+    memory: dict
+    stopped: bool
+    logits: list[torch.Tensor] = field(default_factory=list)
+    question_tokens: int = 0
+    context_tokens: int = 0
+    kept: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    """Blocks in the answer's context: id -> [layers, k] original vision indices kept (None = whole block)."""
+
+
+class Answering:
+    def _question_query(self, question_seg) -> torch.Tensor:
+        length = self.cache.length
+        with QKCapture(self.bb.model, queries=True) as cap:
+            prefill(self.bb.model, self.cache, [question_seg], self.next_position)
+        self.cache.truncate(length)
+        queries = [q.float() for q in cap.queries]
+        if self.cfg.retrieval_keys == "cached":  # rotate into the absolute frame of the summaries
+            pos = torch.arange(len(question_seg)) + self.base + self.next_position
+            rotated = []
+            for q in queries:
+                rows = [apply_shift(q[i], *shift_cos_sin(self.bb.rotary_emb, int(p), torch.float32, q.device))
+                        for i, p in enumerate(pos.tolist())]
+                rotated.append(torch.stack(rows))
+            queries = rotated
+        return question_query(queries, self.bb.dims.kv_heads)
+
+    def _select(self, question: str, question_seg, now: float) -> list[Selection]:
+        stored = [b for b in self.blocks.values() if b.tier in (HOST, DISK)]
+        if not self.policy.retrieves or not stored:
+            return []
+        forced: list[int] = []
+        for t0, t1 in parse_time_ranges(question, now):
+            forced += [b.id for b in sorted(stored, key=lambda b: b.t_start) if b.covers(t0, t1) and b.id not in forced]
+        forced = spread(forced, self.cfg.time_blocks)
+        ids, scores = self.index.scores(self._question_query(question_seg))
+        return self.policy.select(ids, scores, self.cfg.retrieve_blocks, forced)
+
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
+            keep_logits: bool = False, sampling: Sampling | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Answer:
+        """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
+
+        `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. The model lock
+        is held for the whole answer, so other streams sharing the backbone wait between tokens' turns.
+        """
+        with self.bb.lock:
+            return self._ask(question, on_text, now, keep_logits, sampling, should_stop)
+
+    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop) -> Answer:
+        if not question or not question.strip():
+            raise ValueError("empty question")
+        if not self.region.blocks:
+            raise ValueError("no video has been ingested yet")
+        t0 = time.perf_counter()
+        now = self.t_last if now is None else now
+        qseg = self.bb.layout.question(question.strip())
+        if len(qseg) > self.cfg.answer_tokens // 2 and self._bounded:
+            raise ValueError(f"question is {len(qseg)} tokens; at most {self.cfg.answer_tokens // 2} fit the answer reserve")
+        length = self.cache.length
+        try:
+            selections = self._select(question, qseg, now)
+            chosen = sorted(selections, key=lambda s: self.blocks[s.block_id].t_start)
+            targets = self._targets([self.blocks[s.block_id] for s in chosen])
+            for sel, target in zip(chosen, targets):
+                block = self.blocks[sel.block_id]
+                self.cache.append(self._placed(block, self._load_stored(block), target).to(self.cache.device))
+                block.last_used = self.tick
+            t_ret = time.perf_counter() - t0
+            r = prefill(self.bb.model, self.cache, [qseg], self.next_position)
+            t_pre = time.perf_counter() - t0 - t_ret
+            context = self.cache.length - len(qseg)
+            self._track_device()
+            samp = sampling or self.bb.sampling
+            if self._bounded:
+                samp = Sampling(samp.temperature, samp.top_p, min(samp.max_new_tokens, self.cfg.answer_tokens - len(qseg)), samp.seed)
+            out: DecodeResult = decode(self.bb.model, self.cache, r.logits[-1], r.next_position, self.bb.tokenizer,
+                                       self.bb.layout.stop_ids, samp, on_text, keep_logits, should_stop)
+            self._track_device()
+        finally:
+            self.cache.truncate(length)
+        self.tick += 1
+        evidence = self._evidence(selections)
+        kept = {b.id: b.kept for b in self.region.blocks if b.kind == "patch"}
+        kept.update({s.block_id: None for s in selections})
+        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s,
+                      prefill_s=t_pre, decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence,
+                      memory=self.stats(), stopped=out.stopped, logits=out.logits, question_tokens=len(qseg),
+                      context_tokens=context, kept=kept)
+
+    def _targets(self, blocks: list[Block]) -> list[int | None]:
+        """Model positions for retrieved blocks: their own (keep), or packed just before the window
+        (contiguous, and for keep-mode blocks further back than rebase_limit)."""
+        if not blocks:
+            return []
+        window = [b for b in self.region.blocks if b.kind == "patch"]
+        anchor = (window[0].pos_start - self.base) if window else self.next_position
+        far = self.next_position - self.cfg.rebase_limit
+        if self.cfg.positions == "keep" and all(b.pos_start - self.base >= far for b in blocks):
+            return [None] * len(blocks)
+        out, pos = [], anchor - sum(b.span for b in blocks)
+        for b in blocks:
+            out.append(pos)
+            pos += b.span
+        return out
+
+    def _evidence(self, selections: list[Selection]) -> list[Evidence]:
+        ev = []
+        for b in self.region.blocks:
+            if b.kind != "patch":
+                continue
+            reason = "sink" if b.is_sink else "memory" if b.meta.get("compressed") else "window"
+            ev.append(Evidence(b.id, b.t_start, b.t_end, reason))
+        for s in selections:
+            b = self.blocks[s.block_id]
+            ev.append(Evidence(b.id, b.t_start, b.t_end, s.reason, s.score))
+        return sorted(ev, key=lambda e: e.t_start)
