@@ -22,6 +22,17 @@ packages+=(
 )
 # --- end ingest ----------------------------------------------------------------------------------
 
+# --- ui (issue 5): a real browser for tests/test_ui_browser.py -------------------------------------
+# Playwright (pip, the [test] extra) drives Debian's Chromium through executable_path="/usr/bin/chromium";
+# Playwright's own browser download cannot work here.
+packages+=(
+    chromium                      # /usr/bin/chromium
+    chromium-driver               # chromedriver of the same version, for WebDriver-based tools
+    fonts-liberation              # metric-compatible Arial/Times: page text in screenshots, not tofu
+    fonts-dejavu-core             # glyphs beyond Latin-1 (the UI uses a few: – · … ⚠)
+)
+# --- end ui --------------------------------------------------------------------------------------
+
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; not installing ${packages[*]}" >&2
     exit 0

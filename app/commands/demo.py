@@ -36,10 +36,13 @@ def ensure_demo_video() -> tuple[Path, list]:
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    from app.commands.ui import add_ui_flags
+
     p = subparsers.add_parser(name, help="offline demo on a generated video (tiny preset, random weights)",
                               description=BANNER)
     p.add_argument("--cli", action="store_true", help="run in the terminal instead of the web UI")
     p.add_argument("--json", action="store_true", help="(--cli) print JSON lines")
+    add_ui_flags(p)
     add_config_flags(p)
     p.set_defaults(run=run)
     return p
@@ -81,15 +84,22 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ui(args: argparse.Namespace) -> int:
+    """The web UI with the sample video already playing in every new session (issue 5)."""
+    from app.commands.ui import auth_from_args
+    from app.ui.layout import demo_banner
+    from app.ui.server import serve
+    from backbone.presets import PRESETS
+
+    cfg = config_from_args(args, {"model.name": getattr(args, "model.name", None) or "tiny"})
+    auth = auth_from_args(args)
+    video, signs = ensure_demo_video()
+    print(f"sample video: {video} ({', '.join(f'{s.text} at {s.t_start:.0f}-{s.t_end:.0f}s' for s in signs)})")
+    # the banner is about random weights: a real checkpoint passed with --model gets none
+    banner = demo_banner(cfg.model.name) if cfg.model.name in PRESETS else None
+    serve(cfg, auth=auth, preload=str(video), banner=banner)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.cli or importlib_missing("app.ui"):
-        return run_cli(args)
-    from app.ui.server import run_demo  # the web UI (issue 5)
-
-    return run_demo(args)
-
-
-def importlib_missing(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is None
+    return run_cli(args) if args.cli else run_ui(args)
