@@ -18,41 +18,53 @@ log = logging.getLogger(__name__)
 
 
 class TorchIndex:
-    """Summaries as one [N, layers, dim] float32 tensor on the compute device."""
+    """Summaries in one preallocated [layers, capacity, dim] float32 tensor on the compute device.
+
+    Adding writes a row in place (capacity doubles when full); removing moves the last row into the
+    hole, so scoring is a single batched matrix-vector product over the first N rows.
+    """
 
     name = "torch"
 
     def __init__(self, num_layers: int, dim: int, device: torch.device | str = "cpu") -> None:
         self.num_layers, self.dim, self.device = num_layers, dim, torch.device(device)
         self._ids: list[int] = []
-        self._rows: list[torch.Tensor] = []
-        self._mat: torch.Tensor | None = None
+        self._row: dict[int, int] = {}
+        self._mat = torch.empty(num_layers, 64, dim, device=self.device)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def add(self, block_id: int, summary: torch.Tensor) -> None:
+        n = len(self._ids)
+        if n == self._mat.shape[1]:
+            grown = torch.empty(self.num_layers, 2 * n, self.dim, device=self.device)
+            grown[:, :n] = self._mat
+            self._mat = grown
+        self._mat[:, n] = summary.to(self.device, torch.float32)
         self._ids.append(block_id)
-        self._rows.append(summary.to(self.device, torch.float32))
-        self._mat = None
+        self._row[block_id] = n
 
     def remove(self, block_id: int) -> None:
-        i = self._ids.index(block_id)
-        del self._ids[i], self._rows[i]
-        self._mat = None
+        i, last = self._row.pop(block_id), len(self._ids) - 1
+        if i != last:
+            moved = self._ids[last]
+            self._mat[:, i] = self._mat[:, last]
+            self._ids[i] = moved
+            self._row[moved] = i
+        self._ids.pop()
 
     def scores(self, query: torch.Tensor) -> tuple[list[int], torch.Tensor]:
         """query [layers, dim] -> (ids, scores [layers, N])."""
-        if not self._ids:
+        n = len(self._ids)
+        if n == 0:
             return [], torch.empty(self.num_layers, 0)
-        if self._mat is None:
-            self._mat = torch.stack(self._rows)  # [N, L, dim]
-        s = torch.einsum("nld,ld->ln", self._mat, query.to(self.device, torch.float32))
-        return list(self._ids), s.cpu()
+        q = query.to(self.device, torch.float32).unsqueeze(-1)
+        return list(self._ids), torch.bmm(self._mat[:, :n], q).squeeze(-1).cpu()
 
     @property
     def nbytes(self) -> int:
-        return len(self._ids) * self.num_layers * self.dim * 4
+        return self._mat.numel() * 4
 
 
 class FaissIndex:
@@ -97,15 +109,12 @@ class FaissIndex:
         if n == 0:
             return [], torch.empty(self.num_layers, 0)
         q = query.detach().to("cpu", torch.float32).numpy()
-        ids = sorted(self._ids)
-        col = {b: i for i, b in enumerate(ids)}
-        out = torch.empty(self.num_layers, n)
+        ids = np.array(sorted(self._ids), dtype=np.int64)
+        out = np.empty((self.num_layers, n), dtype=np.float32)
         for layer, index in enumerate(self._layers):
             d, found = index.search(np.ascontiguousarray(q[layer: layer + 1]), n)
-            for dist, bid in zip(d[0], found[0]):
-                if bid >= 0:
-                    out[layer, col[int(bid)]] = float(dist)
-        return ids, out
+            out[layer, np.searchsorted(ids, found[0])] = d[0]
+        return ids.tolist(), torch.from_numpy(out)
 
     @property
     def nbytes(self) -> int:

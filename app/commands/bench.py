@@ -13,6 +13,7 @@ BENCHES = {
     "memory": "eval.bench_memory",
     "fidelity": "eval.bench_fidelity",
     "speed": "eval.bench_speed",
+    "retrieval": "eval.bench_retrieval",
 }
 
 
