@@ -86,7 +86,14 @@ class FaissIndex:
 
     def _new(self):
         idx = self.faiss.IndexIDMap2(self.faiss.IndexFlatIP(self.dim))
-        return self.faiss.index_cpu_to_gpu(self._res, 0, idx) if self.gpu else idx
+        if not self.gpu:
+            return idx
+        try:
+            return self.faiss.index_cpu_to_gpu(self._res, 0, idx)
+        except RuntimeError as e:  # an index type this faiss build cannot clone: stay correct on the CPU
+            log.warning("faiss GPU index unavailable (%s); using the CPU index", e)
+            self.gpu, self.name = False, "faiss"
+            return idx
 
     def __len__(self) -> int:
         return len(self._ids)
