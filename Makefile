@@ -3,7 +3,7 @@ PY ?= python3
 # torch 2.13.0 first: on CPU machines it is the CPU wheel, and a looser spec would pull CUDA packages.
 PIP_TORCH = $(PY) -m pip install -q torch==2.13.0
 
-.PHONY: install test demo
+.PHONY: install test demo bench-cpu bench-gpu
 
 install:
 	$(PIP_TORCH)
@@ -19,3 +19,15 @@ demo:
 	$(PIP_TORCH)
 	$(PY) -m pip install -q -e ".[cpu]"
 	longwatch demo
+
+# The performance issue's runs. CPU: the tiny preset; GPU: random-8b in bf16 at 448x448 (needs a CUDA machine).
+bench-cpu:
+	$(PY) -m app bench speed --model tiny --frame-size 224 --minutes 1,10,30,60 --policy full,sliding,rekv,infinipot,streammem --device-budget 64MB
+	$(PY) -m app bench speed --model tiny --frame-size 224 --minutes 5 --policy rekv --streams 1,4 --device-budget 64MB --name speed_tiny_cpu_streams
+	$(PY) -m app bench retrieval --blocks 1000,5000,15000
+
+bench-gpu:
+	$(PY) -m app bench speed --model random-8b --device cuda --frame-size 448 --minutes 10,60,240 --policy rekv,full --device-budget 24GiB --host-budget 96GiB
+	$(PY) -m app bench speed --model random-8b --device cuda --frame-size 448 --minutes 10 --policy rekv --streams 30 --device-budget 1GiB --host-budget 2GiB --name speed_random-8b_cuda_30streams
+	$(PY) -m app bench retrieval --device cuda --blocks 1000,10000,15000
+	$(PY) -m pytest -m gpu

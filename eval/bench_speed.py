@@ -87,7 +87,7 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
     streams = [MemoryStream(bb, mem_cfg, stream_id=f"speed-{policy}-{i}") for i in range(n_streams)]
     if bb.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(bb.device)
-    costs, flops, checkpoints = [], 0.0, []
+    costs, flops, checkpoints, stopped = [], 0.0, [], None
     marks = sorted(lengths)
     wall0 = time.perf_counter()
     samp = Sampling(temperature=0.0, max_new_tokens=answer_tokens)
@@ -95,10 +95,14 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
         context = streams[0].cache.length
         _sync(bb.device)
         t0 = time.perf_counter()
-        if n_streams == 1:
-            streams[0].ingest(patch)
-        else:
-            ingest_batch(streams, [patch] * n_streams)
+        try:
+            if n_streams == 1:
+                streams[0].ingest(patch)
+            else:
+                ingest_batch(streams, [patch] * n_streams)
+        except torch.OutOfMemoryError:  # `full` is unbounded: on a long enough stream it runs out
+            stopped = f"out of device memory at {patch.t_start / 60:.1f} min"
+            break
         _sync(bb.device)
         costs.append(time.perf_counter() - t0)
         tokens = bb.tokens_per_patch((patch.height, patch.width), patch.t_mid)
@@ -129,7 +133,7 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
         "flat_ratio": (sum(costs[-tenth:]) / tenth) / (sum(costs[:tenth]) / tenth),
         "flops_per_s": flops / total, "mfu": flops / total / peak,
         "keeps_up_with_2fps": n_streams * len(costs) / total >= n_streams * cfg.ingest.fps / 2,
-        "checkpoints": checkpoints, "patch_costs_s": costs,
+        "checkpoints": checkpoints, "patch_costs_s": costs, "stopped": stopped,
     }
 
 
