@@ -24,8 +24,9 @@ def check_video(source: str, cfg: Config) -> None:
 
 
 def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, progress: bool = False,
-                on_patch: Callable | None = None) -> dict:
-    """Ingest `source` into `memory` (up to `until_s` seconds of video); returns timing figures."""
+                on_patch: Callable | None = None, seconds: float | None = None) -> dict:
+    """Ingest `source` into `memory` up to video time `until_s`, or for `seconds` of wall-clock time
+    (live sources); returns timing figures."""
     from ingest import open_stream
 
     bar = None
@@ -37,6 +38,8 @@ def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, 
     with open_stream(source, cfg.ingest) as stream:
         for patch in stream:
             if until_s is not None and patch.t_start >= until_s:
+                break
+            if seconds is not None and time.perf_counter() - t0 >= seconds:
                 break
             memory.ingest(patch)
             n += 1

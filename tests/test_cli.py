@@ -100,3 +100,10 @@ def test_help_lists_the_verbs():
     r = _run("--help")
     for verb in ("ask", "demo", "ingest", "bench", "eval"):
         assert verb in r.stdout
+
+
+def test_live_source_needs_seconds_and_never_prints_credentials():
+    r = _run("ask", "rtsp://alice:s3cret@127.0.0.1:9/cam", "what is there?")
+    assert r.returncode == 2 and "--seconds" in r.stderr and "s3cret" not in r.stderr
+    r = _run("ask", "rtsp://alice:s3cret@127.0.0.1:9/cam", "what is there?", "--seconds", "2")
+    assert r.returncode == 2 and "refused" in r.stderr and "s3cret" not in r.stderr and "Traceback" not in r.stderr

@@ -18,6 +18,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("video", metavar="VIDEO", help="video file, rtsp/http URL, webcam index, or '-' (saved memory)")
     p.add_argument("question", metavar="QUESTION", help="the question, e.g. 'What was on the sign at 01:30?'")
     p.add_argument("--at", type=float, metavar="SECONDS", help="ask at this point of the video (default: the end)")
+    p.add_argument("--seconds", type=float, metavar="N",
+                   help="live sources (webcam, rtsp, rtmp): watch this many seconds, then answer")
     p.add_argument("--memory-dir", metavar="DIR", help="persist the stream's memory here (journal; resumable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_flags(p)
@@ -36,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--memory-dir {args.memory_dir} already holds a stream; ask it with VIDEO '-', "
                             "or use an empty folder")
         from app.streaming import check_video
+        from ingest.uri import parse_source
 
-        check_video(args.video, cfg)
+        spec = parse_source(args.video)
+        live = spec.kind == "webcam" or spec.scheme in ("rtsp", "rtsps", "rtmp", "rtmps")
+        if live and args.seconds is None and args.at is None:
+            raise UserError(f"{spec.display} is a live source: give --seconds N to watch N seconds, then answer")
+        if spec.kind == "file":
+            check_video(args.video, cfg)
     if not args.question.strip():
         raise UserError("QUESTION is empty")
 
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ingest = None
         if args.video != "-":
-            ingest = stream_into(memory, args.video, cfg, until_s=args.at,
+            ingest = stream_into(memory, args.video, cfg, until_s=args.at, seconds=args.seconds,
                                  progress=not args.json and sys.stderr.isatty())
         if args.json:
             ans = memory.ask(args.question)
