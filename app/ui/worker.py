@@ -1,0 +1,147 @@
+"""Background ingest for one session: patches from a PatchStream into that session's MemoryStream."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.schema import ConfigError
+from app.ui.thumbs import Thumbnails
+from app.ui.timelinks import format_clock
+from ingest import IngestError
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 10.0
+"""Ingest rate is measured over the last this many wall-clock seconds."""
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What the page shows about a session's source and memory, as one snapshot."""
+
+    kind: str
+    """upload | webcam | url"""
+    source: str
+    """The source's name, credentials removed."""
+    state: str
+    """connecting | streaming | reconnecting | ended | failed (ingest's SourceState)."""
+    attempt: int = 0
+    next_retry_s: float | None = None
+    reason: str | None = None
+    patches: int = 0
+    """Temporal patches encoded into memory."""
+    t_last: float = 0.0
+    """End of the newest patch in memory, stream seconds: the live edge as the model knows it."""
+    rate: float = 0.0
+    """Stream seconds encoded per wall-clock second, over the last RATE_WINDOW_S (1.0 = real time)."""
+    ingest: dict[str, Any] = field(default_factory=dict)
+    """ingest.StreamStats as a dict: dropped_frames, lag_s, fps_in, reconnects, ..."""
+    memory: dict[str, Any] | None = None
+    """MemoryStream.stats() after the newest patch or answer."""
+    error: str | None = None
+    """Why encoding stopped (model failure, memory settings); None while healthy."""
+    busy: bool = False
+    """The worker thread is still running (patches may still be queued after decoding ended)."""
+
+
+class IngestWorker:
+    """Reads `stream` on a daemon thread and encodes every patch into `memory`.
+
+    `lock` is the backbone's model lock: encoding and the stats snapshot happen under it, so a stats
+    read never sees a MemoryStream halfway through an answer of the same stream. A failure here
+    stops this session's ingest only; the error is kept for the page and nothing is raised.
+    """
+
+    def __init__(self, kind: str, stream: Any, memory: Any, lock: Any, thumbs: Thumbnails | None = None) -> None:
+        self.kind, self.stream, self.memory, self.lock = kind, stream, memory, lock
+        self.thumbs = thumbs or Thumbnails()
+        self.patches = 0
+        self.t_last = 0.0
+        self.error: str | None = None
+        self._memory_stats: dict[str, Any] | None = None
+        self._recent: deque[tuple[float, float]] = deque()  # (wall time, stream seconds encoded so far)
+        self._encoded_s = 0.0
+        self._stop = threading.Event()
+        self._state_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"ui-ingest {kind}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    patch = self.stream.get(timeout=0.25)
+                except (StopIteration, IngestError):  # ended or failed: the stream's state says which
+                    return
+                if patch is None:
+                    continue
+                t = patch.t_start
+                self.thumbs.add(patch.t_start, patch.frames[0])
+                with self.lock:
+                    if self._stop.is_set():
+                        return
+                    self.memory.ingest(patch)
+                    stats = self.memory.stats()
+                with self._state_lock:
+                    self.patches += 1
+                    self.t_last = max(self.t_last, patch.t_end)
+                    self._memory_stats = stats
+                    self._encoded_s += patch.t_end - patch.t_start
+                    now = time.monotonic()
+                    self._recent.append((now, self._encoded_s))
+                    while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+                        self._recent.popleft()
+        except ConfigError as e:
+            self._fail(f"The memory settings do not fit this video: {e}")
+        except Exception as e:  # the model or memory failed: this session stops, the server goes on
+            log.exception("ingest failed at %.1f s", t)
+            self._fail(f"Model failure while encoding {format_clock(t)}: {type(e).__name__}: {e}")
+
+    def _fail(self, message: str) -> None:
+        with self._state_lock:
+            self.error = message
+        self.stream.close()
+
+    def note_memory(self, stats: dict[str, Any]) -> None:
+        """Record a fresher MemoryStream.stats() (an answer's Answer.memory)."""
+        with self._state_lock:
+            self._memory_stats = stats
+
+    def rate(self) -> float:
+        with self._state_lock:
+            if len(self._recent) < 2:
+                return 0.0
+            (w0, s0), (w1, s1) = self._recent[0], self._recent[-1]
+        # idle since the last patch counts too: a stalled stream's rate falls towards 0
+        span = max(w1 - w0, 1e-6) + max(0.0, time.monotonic() - w1 - 1.0)
+        return (s1 - s0) / span
+
+    def status(self) -> WorkerStatus:
+        s = self.stream.state
+        ingest = dataclasses.asdict(self.stream.stats())
+        with self._state_lock:
+            patches, t_last, error, memory = self.patches, self.t_last, self.error, self._memory_stats
+        state = "failed" if error else s.state
+        return WorkerStatus(kind=self.kind, source=s.source, state=state, attempt=s.attempt,
+                            next_retry_s=s.next_retry_s, reason=error or s.reason, patches=patches,
+                            t_last=t_last, rate=self.rate(), ingest=ingest, memory=memory, error=error,
+                            busy=self.running)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop decoding and encoding; then free the memory (waits for an answer using it to end)."""
+        self._stop.set()
+        self.stream.close()
+        self._thread.join(timeout)
+        with self.lock:
+            self.memory.close()
