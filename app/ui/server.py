@@ -1,0 +1,57 @@
+"""Load the model once, build the page and serve it: what `longwatch ui` and `longwatch demo` run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """'user:pass' -> ('user', 'pass'); ValueError for anything else (the password may hold ':')."""
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth must be USER:PASSWORD")
+    return user, password
+
+
+def create_app(cfg: Any, backbone: Any, preload: str | None = None, banner: str | None = None) -> tuple[Any, Any]:
+    """(gr.Blocks, SessionManager) for `cfg` on an already loaded Backbone; nothing is launched."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: no phoning home
+    from app.ui.events import Handlers
+    from app.ui.layout import build
+    from app.ui.sessions import Session, SessionManager
+
+    ui = cfg.ui
+    manager = SessionManager(lambda key: Session(key, backbone, cfg), ui.max_sessions, ui.idle_timeout_s)
+    handlers = Handlers(manager, ui.max_upload_mb, tuple(ui.allowed_schemes), preload)
+    # a webcam stream holds one of the stream event's slots; after this long the user presses record again
+    demo = build(handlers, fps=cfg.ingest.fps, max_sessions=ui.max_sessions,
+                 webcam_time_limit_s=int(ui.idle_timeout_s), banner=banner)
+    # every session's refresh, answer and upload may run at once; the model lock orders model calls
+    demo.queue(default_concurrency_limit=2 * ui.max_sessions)
+    return demo, manager
+
+
+def serve(cfg: Any, auth: tuple[str, str] | None = None, preload: str | None = None,
+          banner: str | None = None) -> None:
+    """Load cfg.model, then serve the UI until interrupted (binds cfg.ui.server_name, loopback by default)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from app.ui.assets import CSS, HEAD
+    from backbone.model import Backbone
+
+    log.info("loading model %s", cfg.model.name)
+    backbone = Backbone.load(cfg.model)
+    demo, manager = create_app(cfg, backbone, preload, banner)
+    manager.start_reaper()
+    ui = cfg.ui
+    try:
+        demo.launch(server_name=ui.server_name, server_port=ui.server_port, share=ui.share, auth=auth,
+                    max_file_size=ui.max_upload_mb * 1_000_000, show_error=False, ssr_mode=False,
+                    css=CSS, head=HEAD, footer_links=[])
+    finally:
+        manager.close_all()
