@@ -13,7 +13,8 @@ from app.ui.server import parse_auth
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120, env=env,
+                          check=False)
 
 
 def test_flags_match_the_qwen_web_demo_and_reach_the_config():
@@ -40,3 +41,15 @@ def test_a_malformed_login_is_one_line_before_anything_loads():
     assert r.returncode == 2 and r.stderr.strip() == "longwatch: error: --auth must be USER:PASSWORD (from --auth)"
     r = _run("ui", "--server-port", "70000")
     assert r.returncode == 2 and "server_port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_taken_port_is_one_line_before_the_model_loads():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        r = _run("ui", "--server-port", str(port))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"longwatch: error: cannot serve on 127.0.0.1:{port}: Address already in use"

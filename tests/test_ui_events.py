@@ -130,3 +130,19 @@ def test_closing_the_tab_frees_the_session(handlers):
     worker = handlers.manager.get("t5").worker
     handlers.unload(req("t5"))
     assert handlers.manager.get("t5") is None and not worker.running
+
+
+def test_an_open_page_on_a_live_source_is_activity_a_finished_upload_is_not(handlers):
+    handlers.load(req("t6"))
+    ingested(handlers, "t6")
+    session = handlers.manager.get("t6")
+    session.last_active = 0.0
+    handlers.tick(4.0, req("t6"))
+    handlers.tick(4.0, req("t6"))  # a paused upload: refreshing alone is not activity
+    assert session.last_active == 0.0
+    handlers.tick(5.0, req("t6"))  # playing
+    assert session.last_active > 0
+    session.start_webcam()
+    session.last_active = 0.0
+    handlers.tick(None, req("t6"))  # waiting for the camera, the page open
+    assert session.last_active > 0

@@ -24,6 +24,7 @@ from ingest import IngestError
 
 log = logging.getLogger(__name__)
 
+LIVE_STATES = ("connecting", "streaming", "reconnecting")
 WEBCAM_PAUSED_S = 3.0
 """No webcam frame for this long: the page shows the camera as paused."""
 
@@ -168,6 +169,8 @@ class Handlers:
                 if session.play_pos is not None and abs(play_pos - session.play_pos) > 1e-3:
                     session.touch()  # the video is playing (or being scrubbed): someone is watching
                 session.play_pos = play_pos
+            elif status is not None and status.kind != "upload" and status.state in LIVE_STATES:
+                session.touch()  # an open page watching a live source is the use case, not idling
             source = panels.source_html(status, session.notice)
             cam = session.cam
             if status is not None and status.kind == "webcam" and cam and cam.last_frame_at is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,42 @@ def serve(cfg: Any, auth: tuple[str, str] | None = None, preload: str | None = N
           banner: str | None = None) -> None:
     """Load cfg.model, then serve the UI until interrupted (binds cfg.ui.server_name, loopback by default)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from app.ui.assets import CSS, HEAD
     from backbone.model import Backbone
 
+    check_port(cfg.ui.server_name, cfg.ui.server_port)  # fail in a second, not after loading a model
     log.info("loading model %s", cfg.model.name)
     backbone = Backbone.load(cfg.model)
     demo, manager = create_app(cfg, backbone, preload, banner)
     manager.start_reaper()
     ui = cfg.ui
     try:
+        _launch(demo, ui, auth)
+    finally:
+        manager.close_all()
+
+
+class ServeError(RuntimeError):
+    """The server could not start (port taken, address not local); printed as one line."""
+
+    user_facing = True
+
+
+def check_port(host: str, port: int) -> None:
+    """ServeError unless `host:port` can be bound now (the same SO_REUSEADDR test uvicorn passes)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ServeError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+
+
+def _launch(demo: Any, ui: Any, auth: tuple[str, str] | None) -> None:
+    from app.ui.assets import CSS, HEAD
+
+    try:
         demo.launch(server_name=ui.server_name, server_port=ui.server_port, share=ui.share, auth=auth,
                     max_file_size=ui.max_upload_mb * 1_000_000, show_error=False, ssr_mode=False,
                     css=CSS, head=HEAD, footer_links=[])
-    finally:
-        manager.close_all()
+    except OSError as e:  # Gradio reports a taken port or a bad address as OSError
+        raise ServeError(f"cannot serve on {ui.server_name}:{ui.server_port}: {e}") from None

@@ -167,9 +167,10 @@ class Session:
 class SessionManager:
     """Sessions by Gradio session hash: at most `max_sessions`, idle ones reaped.
 
-    Idle means no user action (upload, connect, question, webcam frame, a playing video) for
-    `idle_timeout_s`. The page's own live refresh does not count, or an abandoned tab would hold
-    its slot forever; a closed tab is freed at once through demo.unload.
+    Idle means no user action (upload, connect, question, webcam frame, a playing video, an open
+    page watching a live camera) for `idle_timeout_s`. The page's refresh alone does not count, so
+    a forgotten tab on a finished or paused upload gives its slot back; a closed tab is freed at
+    once through demo.unload, and a tab that vanished without one stops refreshing and idles out.
     """
 
     def __init__(self, factory: Callable[[str], Session], max_sessions: int, idle_timeout_s: float,
