@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from app.sample_video import make_sample_video
-from tests.ingest_fixtures import RtspServer, make_video, require_rtsp
+from tests.ingest_fixtures import RtspServer, free_port, make_video, require_rtsp
 from tests.ui_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -65,9 +65,11 @@ def upload_video(tmp_path_factory):
 
 def open_page(browser, url: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(30_000)
     page = context.new_page()
     page.goto(url)
+    # the page's load event opens the session (and starts the demo's sample): wait for it
+    wait_for(lambda: page.locator("#lw-source .lw-box").count() > 0, 60, "the page to open its session")
     return context, page
 
 
@@ -111,6 +113,9 @@ def test_upload_play_ask_then_seek_from_the_answer(browser, demo, upload_video):
         page.locator("#lw-chat [data-testid=user] a.lw-seek[href='#t=12.00']").last.click()
         assert 12.0 <= player_time(page) < 12.5
         shot(page, "04-seeked")
+    except Exception:
+        shot(page, "FAILED-upload")
+        raise
     finally:
         context.close()
 
@@ -125,8 +130,13 @@ def test_camera_url_tab_shows_states_and_answers_at_the_live_edge(browser, demo,
             for bad, needle in (("file:///etc/passwd", "file:// is not allowed"), ("/etc/passwd", "not a URL")):
                 page.fill("#lw-url textarea, #lw-url input", bad)
                 page.click("#lw-connect")
-                wait_for(lambda needle=needle: needle in page.inner_text("#lw-source"), 10, f"the refusal of {bad}")
+                wait_for(lambda needle=needle: needle in page.inner_text("#lw-source"), 20, f"the refusal of {bad}")
             shot(page, "10-url-refused")
+            page.fill("#lw-url textarea, #lw-url input", f"rtsp://127.0.0.1:{free_port()}/live")  # nobody listens
+            page.click("#lw-connect")
+            wait_for(lambda: state(page) == "failed", 20, "the unreachable camera to fail")
+            assert "connection refused" in page.inner_text("#lw-source")
+            shot(page, "10-url-unreachable")
             page.fill("#lw-url textarea, #lw-url input", rtsp.url.replace("rtsp://", "rtsp://viewer:s3cret@"))
             page.click("#lw-connect")
             seen: list[str] = []
@@ -151,6 +161,9 @@ def test_camera_url_tab_shows_states_and_answers_at_the_live_edge(browser, demo,
             wait_for(lambda: state(page) == "reconnecting", 20, "the reconnecting state")
             assert re.search(r"attempt \d+, next retry in \d", page.inner_text("#lw-source"))
             shot(page, "13-url-reconnecting")
+    except Exception:
+        shot(page, "FAILED-url")
+        raise
     finally:
         context.close()
 
@@ -205,8 +218,11 @@ def test_browser_webcam_frames_stream_into_memory(playwright, demo):
         cam_browser.close()
 
 
-def test_the_session_limit_is_a_message_and_the_server_binds_loopback(browser, tmp_path):
-    server = Server("limit", "ui", "--model", "tiny", "--max-sessions", "1", cache=tmp_path).wait_ready()
+def test_session_limit_and_upload_limit_are_messages_and_the_server_binds_loopback(browser, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * 1_500_000)
+    server = Server("limit", "ui", "--model", "tiny", "--max-sessions", "1", "--max-upload-mb", "1",
+                    cache=tmp_path).wait_ready()
     (ctx_a, a), (ctx_b, b) = (None, None), (None, None)
     try:
         listening = [c.laddr for c in psutil.Process(server.proc.pid).net_connections("inet")
@@ -214,6 +230,9 @@ def test_the_session_limit_is_a_message_and_the_server_binds_loopback(browser, t
         assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
         ctx_a, a = open_page(browser, server.url)
         wait_for(lambda: "No source yet" in a.inner_text("#lw-source"), 30, "the first tab's session")
+        a.set_input_files("#lw-player input[type=file]", str(big))  # Gradio refuses it while uploading
+        wait_for(lambda: "exceed the maximum allowed size" in a.inner_text("body"), 20, "the upload limit message")
+        shot(a, "41-upload-limit")
         ctx_b, b = open_page(browser, server.url)
         wait_for(lambda: "already serves 1 session," in b.inner_text("#lw-source"), 30, "the limit message")
         shot(b, "40-session-limit")

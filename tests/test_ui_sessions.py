@@ -183,3 +183,12 @@ def test_closing_a_session_stops_its_threads(tiny, video):
     time.sleep(0.5)
     leftover = {t.name for t in threading.enumerate()} - before
     assert not [n for n in leftover if n.startswith(("ui-ingest", "ingest"))], leftover
+
+
+def test_the_demo_sample_never_replaces_a_source_the_user_already_chose(tiny, video):
+    session = Session("a", tiny, CFG)
+    session.start_webcam()
+    assert session.preload(video) is None and session.kind == "webcam"
+    session.stop_source()
+    assert session.preload(video) is not None and session.kind == "upload"
+    session.close()

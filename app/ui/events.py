@@ -56,8 +56,12 @@ class Handlers:
             session = self._session(request)
         except SessionLimit as e:
             return panels.notice_html("error", str(e)), panels.memory_html(None), panels.now_label(None, None, 0)
-        if self.preload and session.worker is None:
-            self._start(session, lambda: session.start_file(self.preload), "sample video")
+        if self.preload:
+            try:
+                session.preload(self.preload)  # not a user action: leaves any message the user got
+            except Exception as e:
+                log.exception("preloading %s failed", self.preload)
+                session.notice = ("error", f"Could not open the sample video: {type(e).__name__}: {e}")
         return self.tick(None, request)
 
     def unload(self, request: gr.Request) -> None:

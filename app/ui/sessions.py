@@ -91,11 +91,21 @@ class Session:
 
         Raises ingest.IngestError at once for a file that is not a readable video.
         """
+        self.touch()
+        return self._replace("upload", self._file_stream(path))
+
+    def _file_stream(self, path: str) -> Any:
         from ingest import open_stream
 
-        self.touch()
-        cfg = dataclasses.replace(self.cfg.ingest, realtime=False)
-        return self._replace("upload", open_stream(path, cfg))
+        return open_stream(path, dataclasses.replace(self.cfg.ingest, realtime=False))
+
+    def preload(self, path: str) -> IngestWorker | None:
+        """start_file(path) unless a source is already running: the user's own choice, made while the
+        page was still loading, wins over the demo's sample."""
+        with self._lock:
+            if self.worker is not None or self.closed.is_set():
+                return None
+            return self._replace("upload", self._file_stream(path))
 
     def start_url(self, url: str) -> IngestWorker:
         """Ingest a network stream (already checked by app.ui.validate.check_url); it connects in the background."""
