@@ -142,7 +142,8 @@ class Handlers:
         now = play_pos if kind == "upload" and play_pos is not None else None
         status = session.status()
         at = now if now is not None else (status.t_last if status else 0.0)
-        where = "play position" if kind == "upload" else "live edge"
+        # a player the browser cannot play (an mkv, say) has no position: then "now" is the end of memory
+        where = "play position" if now is not None else "end of the video" if kind == "upload" else "live edge"
         chat.append({"role": "user", "content": f"{linkify(q)}\n\n<small>asked at {format_clock(at)} · {where}</small>"})
         chat.append({"role": "assistant", "content": "…"})
         yield list(chat), ""  # a fresh list per step: each yield is its own snapshot of the chat
