@@ -72,10 +72,12 @@ class TextStreamer:
 
 def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, position: int, tokenizer,
            stop_ids: list[int], sampling: Sampling, on_text: Callable[[str], None] | None = None,
-           keep_logits: bool = False, should_stop: Callable[[], bool] | None = None) -> DecodeResult:
+           keep_logits: bool = False, should_stop: Callable[[], bool] | None = None,
+           visible: torch.Tensor | None = None) -> DecodeResult:
     """Generate after a prefill whose last logits are `first_logits`; the next token sits at `position`.
 
     Appends generated tokens to `cache` (the caller truncates it afterwards if answers are transient).
+    `visible` [cache length] hides cached slots (see backbone.prefill.key_mask_4d); new tokens are visible.
     """
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
@@ -95,7 +97,9 @@ def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, pos
         if should_stop is not None and should_stop():
             break
         if i + 1 < sampling.max_new_tokens:
-            logits = step(model, cache, token, position)
+            if visible is not None:
+                visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
+            logits = step(model, cache, token, position, visible)
             position += 1
     return DecodeResult(token_ids=streamer.ids, text=streamer.finish(), stopped=stopped, first_token_s=first_s,
                         decode_s=time.perf_counter() - t0, logits=kept)

@@ -50,18 +50,41 @@ def pack(segments: list[Segment], offset: int) -> tuple[dict, torch.Tensor, int]
     return inputs, positions, cur
 
 
+def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torch.Tensor:
+    """A [1, 1, new, past + new] attention mask: cached slots where `visible` [past] is True, then causal.
+
+    Boolean for SDPA (True = attend), additive float for eager; flash-attention-2 takes no such mask.
+    transformers passes a 4D mask through unchanged, so this hides cached slots without touching the model.
+    """
+    impl = model.config._attn_implementation
+    if impl not in ("sdpa", "eager"):
+        raise ValueError(f"hiding cached slots needs attn sdpa or eager, not {impl}")
+    past = visible.numel()
+    mask = torch.ones(new, past + new, dtype=torch.bool, device=visible.device)
+    mask[:, :past] = visible.bool()
+    mask[:, past:] = torch.tril(mask[:, past:])
+    mask = mask[None, None]
+    if impl == "eager":
+        dtype = next(model.parameters()).dtype
+        mask = torch.where(mask, 0.0, torch.finfo(dtype).min).to(dtype)
+    return mask
+
+
 @torch.no_grad()
 def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offset: int,
-            logits_to_keep: int = 1) -> PrefillResult:
+            logits_to_keep: int = 1, visible: torch.Tensor | None = None) -> PrefillResult:
     """Append `segments` to `cache` starting at position `offset`; return the last logits.
 
-    `logits_to_keep=0` returns logits for every token (used by exactness tests).
+    `logits_to_keep=0` returns logits for every token (used by exactness tests). `visible` [cache
+    length] hides the cached slots where it is False from these tokens (see key_mask_4d).
     """
     if not segments:
         raise ValueError("nothing to prefill")
     inputs, positions, nxt = pack(segments, offset)
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in inputs.items()}
+    if visible is not None:
+        inputs["attention_mask"] = key_mask_4d(model, visible.to(device), inputs["input_ids"].shape[1])
     if "pixel_values_videos" in inputs:
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.dtype)
     out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
@@ -69,12 +92,14 @@ def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offse
 
 
 @torch.no_grad()
-def step(model: torch.nn.Module, cache: Cache, token: int, position: int) -> torch.Tensor:
+def step(model: torch.nn.Module, cache: Cache, token: int, position: int,
+         visible: torch.Tensor | None = None) -> torch.Tensor:
     """Feed one text token at `position` (all three axes); return its logits [vocab]."""
     device = next(model.parameters()).device
     ids = torch.tensor([[token]], device=device)
     pos = torch.full((3, 1, 1), position, dtype=torch.long, device=device)
     types = torch.zeros_like(ids, dtype=torch.int32)
+    extra = {} if visible is None else {"attention_mask": key_mask_4d(model, visible.to(device), 1)}
     out = model(input_ids=ids, position_ids=pos, mm_token_type_ids=types, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **extra)
     return out.logits[0, -1].float()

@@ -55,6 +55,7 @@ class MemoryStream(TierMoves, Compression, Answering):
         self.next_position, self.base, self.next_id, self.tick = 0, 0, 0, 0
         self.patches, self.t_last, self.rebases, self.evicted = 0, 0.0, 0, 0
         self.device_peak = 0
+        self._last_stats: dict | None = None
         pin = backbone.device.type == "cuda"
         self.host = HostTier(cfg.host_budget if self._bounded else None, pin)
         self._tmp = None
@@ -155,6 +156,7 @@ class MemoryStream(TierMoves, Compression, Answering):
         if self.journal:
             self.journal.put(block, self.region.read(block), self)
         self._enforce_window()
+        self._refresh_stats()
         return block
 
     def _summary(self, block: Block, prerope: list | None) -> torch.Tensor:
@@ -235,6 +237,27 @@ class MemoryStream(TierMoves, Compression, Answering):
         self.device_peak = max(self.device_peak, self.cache.allocated_bytes)
 
     def stats(self) -> dict:
+        """Tier bytes, peaks, budgets and block counts. Safe from any thread: while another thread
+        holds the model (encoding or answering) it returns the snapshot taken after the last change."""
+        if not self.bb.lock.acquire(blocking=False):
+            return self._last_stats or self._empty_stats()
+        try:
+            self._last_stats = self._stats()
+            return self._last_stats
+        finally:
+            self.bb.lock.release()
+
+    def _refresh_stats(self) -> dict:
+        self._last_stats = self._stats()
+        return self._last_stats
+
+    def _empty_stats(self) -> dict:
+        zero = {"bytes": 0, "peak": 0, "budget": None, "blocks": 0}
+        return {"policy": self.cfg.policy, "patches": 0, "t_last": 0.0, "evicted": 0, "rebases": 0,
+                "tiers": {"device": dict(zero, live=0), "host": dict(zero), "disk": dict(zero)},
+                "next_position": 0, "base": 0, "index": None, "plan": None}
+
+    def _stats(self) -> dict:
         device_blocks = sum(1 for b in self.region.blocks if b.kind == "patch")
         tiers = {
             "device": {"bytes": self.cache.allocated_bytes, "live": self.region.length * self.bpt,

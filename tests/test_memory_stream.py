@@ -190,3 +190,28 @@ def test_journal_without_close_loses_nothing_but_the_block_in_flight(tiny, tmp_p
     assert again.next_position == ms.next_position and again.patches == 6
     again.ingest(PATCHES[6])
     assert again.patches == 7
+
+
+def test_until_hides_what_has_not_played_yet(tiny):
+    """An upload encoded ahead of the player: asking with until=t sees exactly the blocks before t."""
+    ahead = _stream(tiny, "full")
+    cut = PATCHES[7].t_start
+    behind = MemoryStream(tiny, MemoryConfig(policy="full", **BIG))
+    for p in PATCHES[:7]:
+        behind.ingest(p)
+    behind.next_position = ahead.next_position  # same question position, so only the hidden blocks differ
+    a = ahead.ask(QUESTION, keep_logits=True, sampling=SAMP, until=cut)
+    b = behind.ask(QUESTION, keep_logits=True, sampling=SAMP)
+    assert a.token_ids == b.token_ids
+    for x, y in zip(a.logits, b.logits):
+        assert (x - y).abs().max().item() < 1e-4
+    assert max(e.t_start for e in a.evidence) < cut
+    assert a.context_tokens == b.context_tokens
+
+
+def test_until_also_limits_retrieval(tiny):
+    ms = _stream(tiny, "rekv", window_blocks=2, retrieve_blocks=N)
+    cut = PATCHES[5].t_start
+    ans = ms.ask("What was on the sign at 0:12?", sampling=SAMP, until=cut)
+    assert ans.evidence and all(e.t_start < cut for e in ans.evidence)
+    assert not any(e.reason == "time" for e in ans.evidence)  # 0:12 has not played yet

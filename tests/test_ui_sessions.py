@@ -55,10 +55,13 @@ def test_an_answer_streams_and_names_the_blocks_it_used(tiny, video):
     session.start_file(video)
     wait_done(session)
     pieces = []
-    answer = session.ask("What did the sign say at 00:13?", on_text=pieces.append, now=5.0)
+    answer = session.ask("What did the sign say at 00:13?", on_text=pieces.append, now=15.0)
+    early = session.ask("What did the sign say at 00:13?", on_text=lambda s: None, now=5.0)
     session.close()
     assert pieces and "".join(pieces).strip() == answer.text.strip()
     assert any(e.reason == "time" and e.t_start <= 13 < e.t_end + 1 for e in answer.evidence)
+    # played up to 00:05 only: nothing after the play position is used, even though it is encoded
+    assert early.evidence and max(e.t_start for e in early.evidence) < 5.0
     assert session.worker is None
 
 

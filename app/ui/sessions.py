@@ -161,7 +161,9 @@ class Session:
         def stop() -> bool:
             return self.closed.is_set() or self.worker is not worker or bool(should_stop and should_stop())
 
-        answer = worker.memory.ask(question, on_text=on_text, now=now, should_stop=stop)
+        # an upload is encoded ahead of its player: answer from what has played, not from the future
+        until = now if worker.kind == "upload" and now is not None else None
+        answer = worker.memory.ask(question, on_text=on_text, now=now, should_stop=stop, until=until)
         worker.note_memory(answer.memory)
         return answer
 
