@@ -72,11 +72,13 @@ def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torc
 
 @torch.no_grad()
 def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offset: int,
-            logits_to_keep: int = 1, visible: torch.Tensor | None = None) -> PrefillResult:
+            logits_to_keep: int | None = 1, visible: torch.Tensor | None = None) -> PrefillResult:
     """Append `segments` to `cache` starting at position `offset`; return the last logits.
 
-    `logits_to_keep=0` returns logits for every token (used by exactness tests). `visible` [cache
-    length] hides the cached slots where it is False from these tokens (see key_mask_4d).
+    `logits_to_keep=0` returns logits for every token (used by exactness tests); `None` skips the LM
+    head (a forward run only for its cache or its captured queries: the 151,936-row head is the
+    largest read of a short forward). `visible` [cache length] hides the cached slots where it is
+    False from these tokens (see key_mask_4d).
     """
     if not segments:
         raise ValueError("nothing to prefill")
@@ -87,6 +89,9 @@ def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offse
         inputs["attention_mask"] = key_mask_4d(model, visible.to(device), inputs["input_ids"].shape[1])
     if "pixel_values_videos" in inputs:
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(model.dtype)
+    if logits_to_keep is None:
+        model.model(**inputs, past_key_values=cache, use_cache=True)
+        return PrefillResult(logits=torch.empty(0), next_position=nxt, positions=positions)
     out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
     return PrefillResult(logits=out.logits[0].float(), next_position=nxt, positions=positions)
 

@@ -1,6 +1,6 @@
 """Answering from memory: retrieval, assembling the question's cache, decoding, evidence (MemoryStream mixin).
 
-The cache for a question is [prefix | sinks | compressed memory | window | retrieved blocks in time
+The cache for a question is [prefix | sinks | window | compressed memory or retrieved blocks, in time
 order | question | answer]; keys are visible regardless of their slot order, so retrieved blocks go
 after the window and are truncated away afterwards. Question positions continue after the newest block.
 """
@@ -17,7 +17,7 @@ from backbone.decode import DecodeResult, Sampling, decode
 from backbone.hooks import QKCapture
 from backbone.prefill import prefill
 from backbone.rope import apply_shift, shift_cos_sin
-from memory.block import DISK, HOST, Block
+from memory.block import DISK, HOST, MEMORY, Block
 from memory.policies import Selection
 from memory.retrieval import question_query, spread
 from memory.timeparse import parse_time_ranges
@@ -56,7 +56,7 @@ class Answering:
     def _question_query(self, question_seg, visible: torch.Tensor | None = None) -> torch.Tensor:
         length = self.cache.length
         with QKCapture(self.bb.model, queries=True) as cap:
-            prefill(self.bb.model, self.cache, [question_seg], self.next_position, visible=visible)
+            prefill(self.bb.model, self.cache, [question_seg], self.next_position, None, visible)
         self.cache.truncate(length)
         queries = [q.float() for q in cap.queries]
         if self.cfg.retrieval_keys == "cached":  # rotate into the absolute frame of the summaries
@@ -70,9 +70,12 @@ class Answering:
         return question_query(queries, self.bb.dims.kv_heads)
 
     def _select(self, question: str, question_seg, now: float, until: float | None = None) -> list[Selection]:
-        stored = [b for b in self.blocks.values() if b.tier in (HOST, DISK) and (until is None or b.t_start < until)]
+        """The compressed memory whole (infinipot, streammem), or retrieved offloaded blocks (rekv)."""
+        seen = [b for b in self.blocks.values() if until is None or b.t_start < until]
+        memory = [Selection(b.id, "memory") for b in seen if b.tier == MEMORY]
+        stored = [b for b in seen if b.tier in (HOST, DISK)]
         if not self.policy.retrieves or not stored:
-            return []
+            return memory
         forced: list[int] = []
         for t0, t1 in parse_time_ranges(question, now):
             forced += [b.id for b in sorted(stored, key=lambda b: b.t_start) if b.covers(t0, t1) and b.id not in forced]
@@ -148,7 +151,7 @@ class Answering:
         gone = {b.id for b in hidden}
         evidence = [e for e in self._evidence(selections) if e.block_id not in gone]
         kept = {b.id: b.kept for b in self.region.blocks if b.kind == "patch" and b.id not in gone}
-        kept.update({s.block_id: None for s in selections})
+        kept.update({s.block_id: self.blocks[s.block_id].kept for s in selections})
         return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s,
                       prefill_s=t_pre, decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence,
                       memory=self._refresh_stats(), stopped=out.stopped, logits=out.logits, question_tokens=len(qseg),
@@ -159,7 +162,7 @@ class Answering:
         (contiguous, and for keep-mode blocks further back than rebase_limit)."""
         if not blocks:
             return []
-        window = [b for b in self.region.blocks if b.kind == "patch" and not b.is_sink and not b.meta.get("compressed")]
+        window = [b for b in self.region.blocks if b.kind == "patch" and not b.is_sink]
         anchor = (window[0].pos_start - self.base) if window else self.next_position
         far = self.next_position - self.cfg.rebase_limit
         if self.cfg.positions == "keep" and all(b.pos_start - self.base >= far for b in blocks):
@@ -175,7 +178,7 @@ class Answering:
         for b in self.region.blocks:
             if b.kind != "patch":
                 continue
-            reason = "sink" if b.is_sink else "memory" if b.meta.get("compressed") else "window"
+            reason = "sink" if b.is_sink else "window"
             ev.append(Evidence(b.id, b.t_start, b.t_end, reason))
         for s in selections:
             b = self.blocks[s.block_id]

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-DEVICE, HOST, DISK, EVICTED = "device", "host", "disk", "evicted"
+DEVICE, MEMORY, HOST, DISK, EVICTED = "device", "memory", "host", "disk", "evicted"
+"""Tiers of a block: `memory` is the device-resident store of compressed blocks (infinipot, streammem)."""
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Device-tier planning: how many tokens each part of the cache may use, checked when a stream starts.
 
-The device budget is split, in tokens of KV (bytes_per_token from the model), into
+The device budget is split, in tokens of KV (bytes_per_token from the model), into the cache
     prompt prefix + sink blocks + (window + 1) blocks      always resident while encoding
     + retrieval slots (retrieve_blocks + time_blocks)       rekv, only while answering
     + answer_tokens                                         question and answer, while answering
-    + compressed memory                                     infinipot / streammem: everything left
+    + room for the compressed memory                        infinipot / streammem, while answering
+and, for infinipot / streammem, the compressed-memory store itself (device tensors outside the
+cache, so encoding attends to sinks and window only). The store and its room in the cache share
+what is left equally: a question copies the store into the cache after the window.
 A budget that cannot hold that is rejected before any frame is read, with the setting to change
 and the minimum that would work.
 """
@@ -26,11 +29,12 @@ class DevicePlan:
     block_tokens: int
     """Largest block: vision tokens + vision start/end + the longest timestamp text."""
     capacity_tokens: int | None
-    """Cache capacity (None = unbounded, policy full)."""
+    """Cache capacity in tokens (None = unbounded, policy full)."""
     fixed_tokens: int
     """prefix + sinks + (window + 1) blocks + retrieval slots + answer reserve."""
     memory_tokens: int
-    """Compressed memory budget (infinipot, streammem); 0 otherwise."""
+    """Compressed memory budget in tokens (infinipot, streammem; 0 otherwise); the cache keeps as
+    much room again to bring it in for a question."""
     retrieval_blocks: int
 
     def as_dict(self) -> dict:
@@ -53,7 +57,7 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
     compress_min = 0
     if cfg.policy in ("infinipot", "streammem"):
         compress_min = 2 + TIMESTAMP_TOKENS_MAX + 1 + max(1, round(vision_tokens * cfg.compress_ratio))
-    need = fixed + compress_min
+    need = fixed + 2 * compress_min
     if capacity < base + 2 * block:
         raise ConfigError(
             f"memory.device_budget: {format_bytes(cfg.device_budget)} cannot hold the prompt prefix, "
@@ -61,7 +65,7 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
             f"({cfg.answer_tokens} tokens){' and retrieval slots' if retrieval else ''} for {what}; "
             f"the minimum is {format_bytes(need * bytes_per_token)} with window_blocks={cfg.window_blocks}")
     if capacity < need:
-        fit = max(0, (capacity - base - compress_min) // block - 1)
+        fit = max(0, (capacity - base - 2 * compress_min) // block - 1)
         raise ConfigError(
             f"memory.window_blocks: a window of {cfg.window_blocks} blocks does not fit in "
             f"memory.device_budget {format_bytes(cfg.device_budget)} for {what}; at most {fit} fit, "
@@ -75,5 +79,7 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
             if 0 < value < per_block_bytes:
                 raise ConfigError(f"memory.{name}: {format_bytes(value)} cannot hold one block of {what}; "
                                   f"use 0 to disable the tier or at least {format_bytes(per_block_bytes)}")
-    memory = capacity - fixed if cfg.policy in ("infinipot", "streammem") else 0
-    return DevicePlan(bytes_per_token, block, capacity, fixed, memory, retrieval)
+    if cfg.policy in ("infinipot", "streammem"):
+        memory = (capacity - fixed) // 2
+        return DevicePlan(bytes_per_token, block, fixed + memory, fixed, memory, retrieval)
+    return DevicePlan(bytes_per_token, block, capacity, fixed, 0, retrieval)

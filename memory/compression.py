@@ -1,8 +1,9 @@
 """Compressing blocks on the device for infinipot and streammem (MemoryStream mixin).
 
-A block leaving the window keeps its text and a per-layer choice of vision tokens (policy.keep);
-when the compressed memory outgrows its token budget, policy.fit re-allocates tokens globally and
-the least valuable blocks shrink or go.
+A block leaving the window leaves the cache and keeps its text and a per-layer choice of vision
+tokens (policy.keep) in a device-resident store outside the cache, so new patches still attend to
+the sinks and the window only; a question brings the store in. When the store outgrows its token
+budget, policy.fit re-allocates tokens globally and the least valuable blocks shrink or go.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from backbone.hooks import QKCapture
 from backbone.prefill import prefill
 from backbone.rope import rope_text
-from memory.block import Block
+from memory.block import MEMORY, Block
 from memory.device import compress_kv
 
 
@@ -23,45 +24,57 @@ class Compression:
         seg = self.bb.layout.question("")
         length = self.cache.length
         with QKCapture(self.bb.model, queries=True) as cap:
-            prefill(self.bb.model, self.cache, [seg], self.next_position)
+            prefill(self.bb.model, self.cache, [seg], self.next_position, None)
         self.cache.truncate(length)
         pos = torch.arange(self.next_position, self.next_position + len(seg))
         out = [rope_text(self.bb.rotary_emb, q, pos) for q in cap.queries]
         return torch.stack(out)
 
-    def _compress(self, block: Block, k: int, first: bool = False) -> None:
-        kv = self.region.read(block)
-        keys = kv[:, 0, :, block.n_head: block.n_head + block.n_vis]
-        if first and self.policy.wants_proxy:
-            scores = self.policy.score_exit(keys, self._proxy_queries()).float().cpu()
-        else:
-            scores = block.scores if block.scores is not None else torch.zeros(kv.shape[0], block.n_vis)
+    def _shrink(self, block: Block, kv: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """kv of `block` keeping its text and k vision tokens per layer (best `scores`); updates the block."""
         # a new prototype must not make the block longer: it takes one vision token's place
         add_proto = self.policy.prototype and not block.n_proto and block.n_vis >= 2
         k = min(k, block.n_vis - 1) if add_proto else min(k, block.n_vis)
         keep = self.policy.keep(scores, k)
         new = compress_kv(kv, block, keep, add_proto or bool(block.n_proto))
-        self.region.replace(block, new)
         block.scores = torch.gather(scores, 1, keep)
         orig = block.kept if block.kept is not None else torch.arange(block.n_vis).expand(keep.shape[0], -1)
         block.kept = torch.gather(orig, 1, keep)
         block.n_vis = keep.shape[1]
         if add_proto:
             block.n_proto = 1
+        return new
+
+    def _to_memory(self, block: Block, kv: torch.Tensor) -> None:
+        """A block that left the window: score it, compress it, keep it in the device store."""
+        keys = kv[:, 0, :, block.n_head: block.n_head + block.n_vis]
+        if self.policy.wants_proxy:
+            scores = self.policy.score_exit(keys, self._proxy_queries()).float().cpu()
+        else:
+            scores = block.scores if block.scores is not None else torch.zeros(kv.shape[0], block.n_vis)
+        new = self._shrink(block, kv, scores, self.policy.keep_count(block.n_vis))
+        self._fit_memory(reserve=new.shape[3])  # make room first: the store never exceeds its budget
         block.meta["compressed"] = True
-        block.rot_base = self.base
+        block.tier, block.rot_base = MEMORY, self.base
+        self.memstore[block.id] = new
         if self.journal:
             self.journal.put(block, new, self)
+            self.journal.tier(block)
 
-    def _fit_memory(self) -> None:
-        memory = [b for b in self.region.blocks if b.meta.get("compressed")]
-        budget = self.plan.memory_tokens
+    def _fit_memory(self, reserve: int = 0) -> None:
+        """Shrink or evict stored blocks until the compressed memory plus `reserve` tokens fits its budget."""
+        memory = sorted((self.blocks[i] for i in self.memstore), key=lambda b: b.id)
+        budget = self.plan.memory_tokens - reserve
         if sum(b.n_tokens for b in memory) <= budget:
             return
         counts = self.policy.fit(memory, budget)
         for b in memory:
             if b.id not in counts:
-                self.region.remove(b)
                 self._evict(b)
             elif counts[b.id] < b.n_vis:
-                self._compress(b, counts[b.id])
+                scores = b.scores if b.scores is not None else torch.zeros(self.cache.num_layers, b.n_vis)
+                new = self._shrink(b, self.memstore[b.id], scores, counts[b.id])
+                self.memstore[b.id] = new
+                if self.journal:
+                    self.journal.put(b, new, self)
+                    self.journal.tier(b)

@@ -1,8 +1,9 @@
 """The device tier: the KV cache's live content as an ordered run of blocks.
 
-Cache order is [prefix | sink blocks | compressed memory | recent window], all in time order, so a
-block's slot offset is the sum of the token counts before it. Blocks brought back for a question,
-the question and the answer are appended after the window and truncated away afterwards.
+Cache order is [prefix | sink blocks | recent window], all in time order, so a block's slot offset
+is the sum of the token counts before it. Blocks brought in for a question (retrieved, or the
+compressed memory), the question and the answer are appended after the window and truncated away
+afterwards.
 """
 
 from __future__ import annotations
@@ -56,17 +57,6 @@ class DeviceRegion:
         self.cache.remove(off, off + block.n_tokens)
         self.blocks.remove(block)
         return kv
-
-    def replace(self, block: Block, kv: torch.Tensor) -> None:
-        """Overwrite a block in place with a shorter kv (compression); the tail shifts left."""
-        off, old = self.offset(block), block.n_tokens
-        n = kv.shape[3]
-        if n > old:
-            raise ValueError("replace can only shrink a block")
-        for i, layer in enumerate(self.cache.layers):
-            layer._k[0, :, off: off + n] = kv[i, 0]
-            layer._v[0, :, off: off + n] = kv[i, 1]
-        self.cache.remove(off + n, off + old)
 
     def rotate_all(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
         """Rotate every live key by a position shift (re-basing)."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from memory.block import DISK, EVICTED, HOST, Block
+from memory.block import DISK, EVICTED, HOST, MEMORY, Block
 
 
 class TierMoves:
     def _evict(self, block: Block) -> None:
+        self.memstore.pop(block.id, None)
         block.tier = EVICTED
         self.blocks.pop(block.id, None)
         if self.index is not None and block.summary is not None and block.meta.get("indexed"):
@@ -63,4 +64,6 @@ class TierMoves:
         if block.tier == DISK:
             self.disk.touch(block.id)
             return self.disk.get(block.id)
+        if block.tier == MEMORY:
+            return self.memstore[block.id]
         raise KeyError(f"block {block.id} is {block.tier}")

@@ -72,7 +72,7 @@ def ingest_batch(streams: list, patches: list) -> list:
             layer._refresh()
         wants = any(s._wants_prerope for s in streams)
         with QKCapture(bb.model, keys=wants, batch=True) as cap:
-            bb.model(**inputs, past_key_values=batch, use_cache=True, logits_to_keep=1)
+            bb.model.model(**inputs, past_key_values=batch, use_cache=True)  # cache only: no LM head
         blocks = []
         for i, (s, seg, patch) in enumerate(zip(streams, segs, patches)):
             n = len(seg)

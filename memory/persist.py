@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from memory.block import DEVICE, DISK, HOST, Block
+from memory.block import DEVICE, DISK, HOST, MEMORY, Block
 from memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ def snapshot(stream, folder: str | os.PathLike) -> None:
             kv, copy = stream.region.read(block), dataclasses.replace(block, rot_base=stream.base)
         elif block.tier == HOST:
             kv, copy = stream.host.get(block.id), block
+        elif block.tier == MEMORY:
+            kv, copy = stream.memstore[block.id], block
         else:
             kv, copy = stream.disk.get(block.id), block
         fresh.put(copy, kv, stream)
@@ -206,6 +208,8 @@ def _replay(stream, journal: Journal) -> None:
             block.rot_base = stream.base
         elif block.tier == HOST:
             stream.host.put(bid, kv.clone())
+        elif block.tier == MEMORY:
+            stream.memstore[bid] = kv.to(stream.cache.device, stream.cache.dtype).clone()
         elif block.tier == DISK and stream.disk is not None:
             stream.disk.put(bid, kv, ref)
         else:

@@ -3,8 +3,8 @@
 Split by concern: this file ingests and applies the policy; memory/movement.py moves blocks between
 tiers, memory/compression.py compresses on the device, memory/answer.py answers questions.
 
-One stream = one KV cache on the device (sinks + compressed memory + recent window), host and disk
-tiers for offloaded blocks, a retrieval index, and a policy that makes the decisions
+One stream = one KV cache on the device (sinks + recent window), a device store of compressed blocks
+(infinipot, streammem), host and disk tiers for offloaded blocks, a retrieval index, and a policy that makes the decisions
 (memory/policies). Positions are explicit everywhere: `next_position` is where the next segment
 starts in model coordinates, `base` is how far the stream has been re-based (absolute = model + base).
 """
@@ -55,6 +55,8 @@ class MemoryStream(TierMoves, Compression, Answering):
         self.next_position, self.base, self.next_id, self.tick = 0, 0, 0, 0
         self.patches, self.t_last, self.rebases, self.evicted = 0, 0.0, 0, 0
         self.device_peak = 0
+        self.memstore: dict[int, torch.Tensor] = {}
+        """Compressed blocks (infinipot, streammem) on the device, outside the cache."""
         self._last_stats: dict | None = None
         pin = backbone.device.type == "cuda"
         self.host = HostTier(cfg.host_budget if self._bounded else None, pin)
@@ -112,7 +114,7 @@ class MemoryStream(TierMoves, Compression, Answering):
     def _ingest(self, patch) -> Block:
         seg = self._prepare(patch)
         with QKCapture(self.bb.model, keys=self._wants_prerope) as cap:
-            r = prefill(self.bb.model, self.cache, [seg], self.next_position)
+            r = prefill(self.bb.model, self.cache, [seg], self.next_position, None)
         return self._commit(patch, seg, r.next_position, cap.keys if self._wants_prerope else None)
 
     @property
@@ -181,7 +183,7 @@ class MemoryStream(TierMoves, Compression, Answering):
             block.scores = scores.float().cpu()
 
     def _window(self) -> list[Block]:
-        return [b for b in self.region.blocks if b.kind == "patch" and not b.is_sink and not b.meta.get("compressed")]
+        return [b for b in self.region.blocks if b.kind == "patch" and not b.is_sink]
 
     def _enforce_window(self) -> None:
         w = self.policy.window(self.cfg)
@@ -202,8 +204,7 @@ class MemoryStream(TierMoves, Compression, Answering):
             kv = self.region.remove(block)
             self._offload(block, kv)
         elif action is Exit.COMPRESS:
-            self._compress(block, self.policy.keep_count(block.n_vis), first=True)
-            self._fit_memory()
+            self._to_memory(block, self.region.remove(block))
         self._track_device()
 
     # ---------------------------------------------------------------- positions
@@ -233,8 +234,13 @@ class MemoryStream(TierMoves, Compression, Answering):
         return rotate_kv(kv, cos, sin)
 
     # ---------------------------------------------------------------- reporting
+    @property
+    def device_bytes(self) -> int:
+        """The device tier: the cache's allocation plus the compressed-memory store."""
+        return self.cache.allocated_bytes + sum(t.numel() * t.element_size() for t in self.memstore.values())
+
     def _track_device(self) -> None:
-        self.device_peak = max(self.device_peak, self.cache.allocated_bytes)
+        self.device_peak = max(self.device_peak, self.device_bytes)
 
     def stats(self) -> dict:
         """Tier bytes, peaks, budgets and block counts. Safe from any thread: while another thread
@@ -260,9 +266,9 @@ class MemoryStream(TierMoves, Compression, Answering):
     def _stats(self) -> dict:
         device_blocks = sum(1 for b in self.region.blocks if b.kind == "patch")
         tiers = {
-            "device": {"bytes": self.cache.allocated_bytes, "live": self.region.length * self.bpt,
+            "device": {"bytes": self.device_bytes, "live": self.region.length * self.bpt,
                        "peak": self.device_peak, "budget": self.cfg.device_budget if self._bounded else None,
-                       "blocks": device_blocks},
+                       "blocks": device_blocks + len(self.memstore), "memory_blocks": len(self.memstore)},
             "host": self.host.stats.as_dict(),
             "disk": self.disk.stats.as_dict() if self.disk else {"bytes": 0, "peak": 0, "budget": 0, "blocks": 0},
         }

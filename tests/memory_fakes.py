@@ -32,6 +32,23 @@ class _Layer(nn.Module):
         self.self_attn = _Attn()
 
 
+class _Inner(nn.Module):
+    """Stands for Qwen3VLModel: writes random K/V for every token through the cache's update."""
+
+    def __init__(self, outer: "FakeModel") -> None:
+        super().__init__()
+        self.outer = [outer]  # not a submodule: avoids a reference cycle in module traversal
+
+    def forward(self, input_ids, past_key_values=None, **_):
+        o = self.outer[0]
+        n = input_ids.shape[1]
+        for i, layer in enumerate(self.language_model.layers):
+            layer.self_attn.q_norm(torch.randn(1, n, o.heads, o.head_dim, generator=o.gen))
+            k = layer.self_attn.k_norm(torch.randn(1, n, o.kv_heads, o.head_dim, generator=o.gen))
+            v = torch.randn(1, n, o.kv_heads, o.head_dim, generator=o.gen)
+            past_key_values.update(k.transpose(1, 2), v.transpose(1, 2), i)
+
+
 class FakeModel(nn.Module):
     def __init__(self, layers: int = 2, heads: int = 4, kv_heads: int = 2, head_dim: int = 32, seed: int = 0) -> None:
         super().__init__()
@@ -44,7 +61,7 @@ class FakeModel(nn.Module):
         lm = nn.Module()
         lm.layers = nn.ModuleList([_Layer() for _ in range(layers)])
         lm.rotary_emb = Qwen3VLTextRotaryEmbedding(cfg.text_config)
-        self.model = nn.Module()
+        self.model = _Inner(self)
         self.model.language_model = lm
         self.anchor = nn.Parameter(torch.zeros(1))
         self.gen = torch.Generator().manual_seed(seed)
@@ -56,13 +73,8 @@ class FakeModel(nn.Module):
         return torch.float32
 
     def forward(self, input_ids, past_key_values=None, logits_to_keep=1, **_):
-        n = input_ids.shape[1]
-        for i, layer in enumerate(self.model.language_model.layers):
-            layer.self_attn.q_norm(torch.randn(1, n, self.heads, self.head_dim, generator=self.gen))
-            k = layer.self_attn.k_norm(torch.randn(1, n, self.kv_heads, self.head_dim, generator=self.gen))
-            v = torch.randn(1, n, self.kv_heads, self.head_dim, generator=self.gen)
-            past_key_values.update(k.transpose(1, 2), v.transpose(1, 2), i)
-        keep = n if logits_to_keep == 0 else logits_to_keep
+        self.model(input_ids, past_key_values=past_key_values)
+        keep = input_ids.shape[1] if logits_to_keep == 0 else logits_to_keep
         return SimpleNamespace(logits=self._logits.expand(1, keep, VOCAB))
 
 
