@@ -138,6 +138,7 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
 
 
 def plot(runs: list[dict], path) -> None:
+    """The three curves against stream length: cost per patch, time to first token, memory."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,10 +154,12 @@ def plot(runs: list[dict], path) -> None:
         mins = [c["minutes"] for c in r["checkpoints"]]
         axes[1].plot(mins, [c["ttft_s"] * 1000 for c in r["checkpoints"]], marker="o", label=label)
         axes[2].plot(mins, [c["device_peak_bytes"] / 2**20 for c in r["checkpoints"]], marker="o", label=f"{label} device")
-        axes[2].plot(mins, [c["host_rss_bytes"] / 2**20 for c in r["checkpoints"]], ls="--", label=f"{label} host RSS")
+        # The host tier, not the process RSS: policies run one after another in one process, whose RSS
+        # never shrinks, so RSS (kept in the JSON) would credit one policy's memory to the next.
+        axes[2].plot(mins, [c["host_tier_bytes"] / 2**20 for c in r["checkpoints"]], ls="--", label=f"{label} host tier")
     axes[0].set(xlabel="stream time (min)", ylabel="ingest cost per patch (ms)", title="cost per patch")
     axes[1].set(xlabel="stream length (min)", ylabel="time to first token (ms)", title="answer latency", yscale="log")
-    axes[2].set(xlabel="stream length (min)", ylabel="MiB", title="memory")
+    axes[2].set(xlabel="stream length (min)", ylabel="MiB", title="memory: device peak, host tier")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
