@@ -125,8 +125,12 @@ class Runner:
     """Runs benchmarks through MemoryStreams. Every collaborator is injectable, so tests use fakes."""
 
     def __init__(self, config: Any, stream_factory: StreamFactory, open_patches: PatchOpener,
-                 fidelity_factory: Callable[[], FidelityProbe] | None = None) -> None:
+                 fidelity_factory: Callable[[], FidelityProbe] | None = None,
+                 preflight: Callable[[Any, Path], None] | None = None) -> None:
         self.config = config
+        self.preflight = preflight
+        """preflight(mem_cfg, video path) raises when that combination cannot run (a budget too small),
+        so a sweep fails before its first video rather than halfway through."""
         self.stream_factory = stream_factory
         self.open_patches = open_patches
         self.fidelity_factory = fidelity_factory
@@ -138,9 +142,14 @@ class Runner:
         plan = self._plan(benches, videos_dir, opts)
         n_q = sum(len(v.questions) for _, v, _ in plan)
         combos = [(p, b) for p in opts.policies for b in opts.budgets]
+        configs = {c: dataclasses.replace(self.config.memory, policy=c[0],
+                                          **({} if c[1] is None else {"device_budget": c[1]})) for c in combos}
+        if self.preflight is not None:
+            for mem_cfg in configs.values():
+                for _, _, path in plan:
+                    self.preflight(mem_cfg, path)
         for policy, budget in combos:
-            mem_cfg = dataclasses.replace(self.config.memory, policy=policy,
-                                          **({} if budget is None else {"device_budget": budget}))
+            mem_cfg = configs[(policy, budget)]
             label = policy if budget is None else f"{policy}@{budget}"
             with tqdm(total=n_q, desc=f"{label} questions", unit="q", disable=not opts.progress,
                       position=1, leave=False) as qbar:
@@ -272,6 +281,24 @@ def memory_stream_factory(backbone: Any) -> StreamFactory:
     from memory.stream import MemoryStream
 
     return lambda mem_cfg, stream_id: MemoryStream(backbone, mem_cfg, stream_id=stream_id)
+
+
+def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
+    """Check a memory config against a video's frame size the way a stream does at its first patch."""
+    from backbone.preprocess import snap_frame_size, vision_tokens
+    from ingest.probe import probe
+    from memory.budget import plan_device
+
+    sizes: dict[Path, tuple[int, int]] = {}
+    prefix = len(backbone.layout.prefix())  # what MemoryStream puts before the first block
+
+    def check(mem_cfg: Any, path: Path) -> None:
+        if path not in sizes:
+            info = probe(str(path))
+            sizes[path] = snap_frame_size(info.height, info.width, config.ingest.frame_size)
+        plan_device(mem_cfg, backbone.dims.bytes_per_token, vision_tokens(sizes[path]), prefix, backbone.name)
+
+    return check
 
 
 def fidelity_factory(backbone: Any, config: Any) -> Callable[[], FidelityProbe]:

@@ -108,6 +108,42 @@ def test_policies_budgets_retrieval_and_needle_recall(tmp_path):
     assert now["memory"] == {"device": 2000, "host": 40} and now["gold"] == "B" and now["correct"]
 
 
+def test_a_budget_that_cannot_run_fails_before_any_video_streams(tmp_path):
+    path = write_bench(tmp_path, [{"video_id": f"v{i}", "video_path": f"v{i}.mp4",
+                                   "conversations": [{"question": "q", "answer": "x"}]} for i in range(2)])
+    asks: list = []
+    runner = make_runner({"v0.mp4": 4, "v1.mp4": 4}, lambda q, s: "x", asks)
+    checked: list = []
+
+    def preflight(mem_cfg, video):
+        checked.append((mem_cfg.policy, mem_cfg.device_budget, video.name))
+        if mem_cfg.device_budget < 2**21:
+            raise UserError(f"memory.device_budget {mem_cfg.device_budget} is too small")
+
+    runner.preflight = preflight
+    with pytest.raises(UserError, match="device_budget 1048576"):
+        runner.run([load_bench(path)], tmp_path, RunOptions(["full", "rekv"], budgets=[2**22, 2**20], progress=False))
+    assert asks == []  # the first combination (full at 4 MiB) would run; nothing did
+    assert checked[:2] == [("full", 2**22, "v0.mp4"), ("full", 2**22, "v1.mp4")]
+
+
+def test_budget_preflight_names_the_setting_and_the_minimum(tmp_path):
+    import dataclasses
+
+    from app.schema import ConfigError
+    from eval.runner import budget_preflight
+    from tests.memory_fakes import fake_backbone
+    from tests.ingest_fixtures import make_video
+
+    cfg = load_config()
+    video = tmp_path / "v.mp4"
+    make_video(video)
+    check = budget_preflight(fake_backbone(), cfg)
+    check(dataclasses.replace(cfg.memory, policy="rekv"), video)  # the default budget fits
+    with pytest.raises(ConfigError, match="device_budget"):
+        check(dataclasses.replace(cfg.memory, policy="rekv", device_budget=1000), video)
+
+
 def test_proactive_polls_every_second_until_yes(tmp_path):
     entry = lambda gt: {"time": "[0:00:00 - 0:00:10]", "video_path": f"./videos/p{gt}.mp4", "questions": [  # noqa: E731
         {"task_type": "Proactive Output", "question": f"When light {gt} turns green, output \"GO\".",

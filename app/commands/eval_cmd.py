@@ -107,14 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
     from backbone.model import Backbone
     from eval.report import markdown, write_report
-    from eval.runner import RunOptions, Runner, fidelity_factory, memory_stream_factory, open_patches_default
+    from eval.runner import (RunOptions, Runner, budget_preflight, fidelity_factory, memory_stream_factory,
+                             open_patches_default)
 
     judge = _judge(args.judge)
     if args.fidelity:
         fidelity_factory(None, cfg)  # fail before the model loads when eval/fidelity.py is missing
     backbone = Backbone.load(cfg.model)
     fid = fidelity_factory(backbone, cfg) if args.fidelity else None
-    runner = Runner(cfg, memory_stream_factory(backbone), open_patches_default(cfg), fid)
+    runner = Runner(cfg, memory_stream_factory(backbone), open_patches_default(cfg), fid, budget_preflight(backbone, cfg))
     videos = args.videos or None
     t0 = time.perf_counter()
     result = runner.run(benches, videos, RunOptions(policies, budgets, args.fidelity, judge, args.max_videos,
