@@ -16,6 +16,12 @@ from backbone.rope import rope_text
 from memory.block import MEMORY, Block
 from memory.device import compress_kv
 
+FIT_SLACK = 1 / 16
+"""When the store overflows, it is re-allocated down to this share below its budget, so the global
+re-allocation (which may shrink every stored block) runs once per many patches instead of at every
+patch once the store is full: measured on tiny at 224x224 with a 16 MB budget, it took 3.6 ms of a
+15.3 ms patch when it ran every time."""
+
 
 class Compression:
     def _proxy_queries(self) -> torch.Tensor:
@@ -67,7 +73,7 @@ class Compression:
         budget = self.plan.memory_tokens - reserve
         if sum(b.n_tokens for b in memory) <= budget:
             return
-        counts = self.policy.fit(memory, budget)
+        counts = self.policy.fit(memory, budget - int(self.plan.memory_tokens * FIT_SLACK))
         for b in memory:
             if b.id not in counts:
                 self._evict(b)

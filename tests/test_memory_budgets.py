@@ -54,6 +54,30 @@ def test_no_tier_over_budget_across_5000_patches(fake, policy, tmp_path):
     ms.close()
 
 
+@pytest.mark.parametrize("policy", ["infinipot", "streammem"])
+def test_a_full_compressed_store_is_reallocated_with_slack_not_at_every_patch(fake, policy):
+    from memory.compression import FIT_SLACK
+
+    cfg = MemoryConfig(policy=policy, device_budget=2_000_000, window_blocks=3, answer_tokens=32)
+    ms = MemoryStream(fake, cfg)
+    fits, first_full = [], None
+    fit = ms.policy.fit
+    ms.policy.fit = lambda blocks, budget: fits.append(budget) or fit(blocks, budget)
+    for i in range(1500):
+        ms.ingest(_patch(i))
+        stored = sum(ms.blocks[b].n_tokens for b in ms.memstore)
+        assert stored <= ms.plan.memory_tokens
+        if fits and first_full is None:
+            first_full = i
+    slack = int(ms.plan.memory_tokens * FIT_SLACK)
+    block = max(ms.blocks[b].n_tokens for b in ms.memstore)
+    assert first_full is not None and slack >= 4 * block  # the test's budget leaves room for several blocks
+    # each re-allocation frees `slack` tokens, so the next one comes about slack / block patches later
+    assert len(fits) <= (1500 - first_full) * block / slack + 1
+    assert all(b <= ms.plan.memory_tokens - slack for b in fits)
+    ms.close()
+
+
 def test_full_is_unbounded_and_keeps_everything(fake):
     ms = MemoryStream(fake, MemoryConfig(policy="full", device_budget=1000))  # budgets do not apply to full
     for i in range(300):
