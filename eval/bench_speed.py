@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,6 +133,10 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
         "patches_per_s": n_streams * len(costs) / total, "frames_per_s": 2 * n_streams * len(costs) / total,
         "per_patch_s_first_tenth": sum(costs[:tenth]) / tenth, "per_patch_s_last_tenth": sum(costs[-tenth:]) / tenth,
         "flat_ratio": (sum(costs[-tenth:]) / tenth) / (sum(costs[:tenth]) / tenth),
+        # medians too: on a shared machine other work adds spikes to single patches, which move means
+        "per_patch_s_first_tenth_median": statistics.median(costs[:tenth]),
+        "per_patch_s_last_tenth_median": statistics.median(costs[-tenth:]),
+        "flat_ratio_median": statistics.median(costs[-tenth:]) / statistics.median(costs[:tenth]),
         "flops_per_s": flops / total, "mfu": flops / total / peak,
         "keeps_up_with_2fps": n_streams * len(costs) / total >= n_streams * cfg.ingest.fps / 2,
         "checkpoints": checkpoints, "patch_costs_s": costs, "stopped": stopped,
@@ -188,13 +194,15 @@ def main(args: argparse.Namespace) -> int:
             if not args.json:
                 cps = ", ".join(f"{c['minutes']:g} min {c['ttft_s'] * 1000:.0f} ms" for c in r["checkpoints"])
                 print(f"{policy:9s} x{n}: {r['frames_per_s']:.1f} frames/s, per patch {r['per_patch_s_first_tenth'] * 1000:.1f}"
-                      f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}), MFU {r['mfu']:.2%};"
+                      f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}; medians"
+                      f" x{r['flat_ratio_median']:.2f}), MFU {r['mfu']:.2%};"
                       f" TTFT {cps}")
     name = args.name or f"speed_{cfg.model.name}_{bb.device.type}"
     folder = args.out or RESULTS
+    Path(folder).mkdir(parents=True, exist_ok=True)
     png = f"{folder}/{name}.png"
     plot(runs, png)
-    summary = {f"{r['policy']}x{r['streams']}": {k: r[k] for k in ("frames_per_s", "flat_ratio", "mfu")}
+    summary = {f"{r['policy']}x{r['streams']}": {k: r[k] for k in ("frames_per_s", "flat_ratio", "flat_ratio_median", "mfu")}
                | {"ttft_ms": {c["minutes"]: round(c["ttft_s"] * 1000, 1) for c in r["checkpoints"]}} for r in runs}
     path = save_result(name, {"model": cfg.model.name, "device": str(bb.device), "dtype": str(bb.dtype),
                               "attn": bb.loaded.attn, "frame_size": cfg.ingest.frame_size, "fps": cfg.ingest.fps,

@@ -39,3 +39,24 @@ def test_bench_fidelity_full_is_exact_and_bounded_policies_lose_attention(tmp_pa
     assert s["full"]["kl"] < 1e-6 and s["full"]["top1"] == 1.0 and s["full"]["attn_recall"] == pytest.approx(1.0)
     assert s["sliding"]["attn_recall"] < s["rekv"]["attn_recall"] < 1.0
     assert s["sliding"]["context_tokens"] < s["rekv"]["context_tokens"] < s["full"]["context_tokens"]
+
+
+def test_bench_speed_measures_every_curve_for_each_policy_and_stream_count(tmp_path):
+    out = _bench("speed", "--model", "tiny", "--minutes", "0.25,0.5", "--policy", "full,rekv", "--streams", "1,2",
+                 "--frame-size", "96", "--window", "3", "--device-budget", "4MB", "--answer-tokens", "4",
+                 "--out", str(tmp_path))
+    assert set(out["summary"]) == {"fullx1", "rekvx1", "fullx2", "rekvx2"}
+    saved = json.loads((tmp_path / "speed_tiny_cpu.json").read_text())
+    assert {"machine", "versions", "command", "peak_flops"} <= set(saved) and "bench speed" in saved["command"]
+    assert (tmp_path / "speed_tiny_cpu.png").stat().st_size > 10_000
+    runs = {(r["policy"], r["streams"]): r for r in saved["runs"]}
+    for (policy, n), r in runs.items():
+        assert r["patches_per_stream"] == 30 and len(r["patch_costs_s"]) == 30 and r["stopped"] is None
+        assert r["frames_per_s"] == pytest.approx(2 * r["patches_per_s"]) and 0 < r["mfu"] < 1
+        assert [c["minutes"] for c in r["checkpoints"]] == [0.25, 0.5]
+        for c in r["checkpoints"]:
+            assert c["ttft_s"] > 0 and c["device_peak_bytes"] > 0 and c["host_rss_bytes"] > 0
+    # full attends to everything it has seen; rekv to sinks, window and what it retrieves
+    full_ctx = [c["context_tokens"] for c in runs[("full", 1)]["checkpoints"]]
+    rekv_ctx = [c["context_tokens"] for c in runs[("rekv", 1)]["checkpoints"]]
+    assert full_ctx[1] > full_ctx[0] and rekv_ctx[1] < full_ctx[1]
