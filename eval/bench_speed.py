@@ -163,7 +163,7 @@ def plot(runs: list[dict], path) -> None:
         # The host tier, not the process RSS: policies run one after another in one process, whose RSS
         # never shrinks, so RSS (kept in the JSON) would credit one policy's memory to the next.
         axes[2].plot(mins, [c["host_tier_bytes"] / 2**20 for c in r["checkpoints"]], ls="--", label=f"{label} host tier")
-    axes[0].set(xlabel="stream time (min)", ylabel="ingest cost per patch (ms)", title="cost per patch")
+    axes[0].set(xlabel="stream time (min)", ylabel="ingest cost per patch (ms)", title="cost per patch", yscale="log")
     axes[1].set(xlabel="stream length (min)", ylabel="time to first token (ms)", title="answer latency", yscale="log")
     axes[2].set(xlabel="stream length (min)", ylabel="MiB", title="memory: device peak, host tier")
     for ax in axes:
