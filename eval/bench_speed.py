@@ -125,18 +125,19 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
                 "wall_s": elapsed, "lag_s": max(0.0, elapsed - minute * 60),
             })
     tenth = max(1, len(costs) // 10)
+    first, last = costs[:tenth], costs[-tenth:]
     total = sum(costs)
     for s in streams:
         s.close()
     return {
         "policy": policy, "streams": n_streams, "patches_per_stream": len(costs),
         "patches_per_s": n_streams * len(costs) / total, "frames_per_s": 2 * n_streams * len(costs) / total,
-        "per_patch_s_first_tenth": sum(costs[:tenth]) / tenth, "per_patch_s_last_tenth": sum(costs[-tenth:]) / tenth,
-        "flat_ratio": (sum(costs[-tenth:]) / tenth) / (sum(costs[:tenth]) / tenth),
+        "per_patch_s_first_tenth": statistics.mean(first), "per_patch_s_last_tenth": statistics.mean(last),
+        "flat_ratio": statistics.mean(last) / statistics.mean(first),
         # medians too: on a shared machine other work adds spikes to single patches, which move means
-        "per_patch_s_first_tenth_median": statistics.median(costs[:tenth]),
-        "per_patch_s_last_tenth_median": statistics.median(costs[-tenth:]),
-        "flat_ratio_median": statistics.median(costs[-tenth:]) / statistics.median(costs[:tenth]),
+        "per_patch_s_first_tenth_median": statistics.median(first),
+        "per_patch_s_last_tenth_median": statistics.median(last),
+        "flat_ratio_median": statistics.median(last) / statistics.median(first),
         "flops_per_s": flops / total, "mfu": flops / total / peak,
         "keeps_up_with_2fps": n_streams * len(costs) / total >= n_streams * cfg.ingest.fps / 2,
         "checkpoints": checkpoints, "patch_costs_s": costs, "stopped": stopped,

@@ -60,13 +60,17 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def provenance() -> dict:
+    """What every saved result carries: the command, the date (UTC), the machine and the library versions."""
+    return {"command": command_line(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "versions": versions()}
+
+
 def save_result(name: str, payload: dict, out_dir: str | Path | None = None) -> Path:
     """Write payload plus machine/versions/command/date to eval/results/<name>.json; returns the path."""
     folder = Path(out_dir) if out_dir else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "command": command_line(),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "versions": versions(), **payload}
+    record = {"benchmark": name, **provenance(), **payload}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
     return path

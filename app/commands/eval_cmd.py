@@ -123,11 +123,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     from app.schema import as_dict
 
-    from eval.environment import command_line, machine, versions
+    from eval.environment import provenance
 
-    meta = {"command": command_line(), "machine": machine(), "versions": versions(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),
+    meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),
             "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0}
     files = write_report(result, out, meta, plots=not args.no_plots)
     if args.json:
