@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from app.schema import ConfigError
+from longwatch.app.schema import ConfigError
 
 # verb -> module in app.commands; each module has add_parser(subparsers) and run(args) -> int.
 COMMANDS = {
@@ -66,7 +66,7 @@ def add_config_flags(p: argparse.ArgumentParser, *, model: bool = True, ingest: 
 
 def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None):
     """Load the YAML config and apply every dotted flag given on the command line."""
-    from app.config import load_config
+    from longwatch.app.config import load_config
 
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     overrides.update(extra or {})
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb, module in COMMANDS.items():
-        name = f"app.commands.{module}"
+        name = f"longwatch.app.commands.{module}"
         if importlib.util.find_spec(name) is None:  # verb not built in this checkout
             continue
         importlib.import_module(name).add_parser(sub, verb)

@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
-from app.schema import ConfigError, build
-from backbone.config import ModelConfig
-from ingest.config import IngestConfig
-from memory.config import MemoryConfig
+from longwatch.app.schema import ConfigError, build
+from longwatch.backbone.config import ModelConfig
+from longwatch.ingest.config import IngestConfig
+from longwatch.memory.config import MemoryConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"

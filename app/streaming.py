@@ -6,19 +6,19 @@ import sys
 import time
 from typing import Callable
 
-from app.config import Config
-from app.cli import UserError
+from longwatch.app.config import Config
+from longwatch.app.cli import UserError
 
 
 def open_memory(bb, cfg: Config, memory_dir: str | None = None, stream_id: str = "cli"):
-    from memory.stream import MemoryStream
+    from longwatch.memory.stream import MemoryStream
 
     return MemoryStream(bb, cfg.memory, stream_id=stream_id, memory_dir=memory_dir)
 
 
 def check_video(source: str, cfg: Config) -> None:
     """Fail fast on a bad video (missing, empty, not a video) before the model loads."""
-    from ingest import open_source
+    from longwatch.ingest import open_source
 
     open_source(source, cfg.ingest)
 
@@ -27,7 +27,7 @@ def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, 
                 on_patch: Callable | None = None, seconds: float | None = None) -> dict:
     """Ingest `source` into `memory` up to video time `until_s`, or for `seconds` of wall-clock time
     (live sources); returns timing figures."""
-    from ingest import open_stream
+    from longwatch.ingest import open_stream
 
     bar = None
     if progress:

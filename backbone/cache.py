@@ -185,7 +185,7 @@ class KVCache(Cache):
 
     def rotate_keys_(self, start: int, end: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
         """Rotate keys in [start, end) in place by a RoPE shift given as cos/sin [head_dim] (see backbone.rope)."""
-        from backbone.rope import apply_shift
+        from longwatch.backbone.rope import apply_shift
 
         for layer in self.layers:
             k = layer._k[0, :, start:end]

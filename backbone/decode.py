@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from transformers.cache_utils import Cache
 
-from backbone.prefill import step
+from longwatch.backbone.prefill import step
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from backbone.config import ModelConfig
-from backbone.presets import PRESETS, preset_config
+from longwatch.backbone.config import ModelConfig
+from longwatch.backbone.presets import PRESETS, preset_config
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     from transformers import AutoModelForImageTextToText, Qwen3VLForConditionalGeneration
 
     if name in PRESETS:
-        from backbone.tokenizer import load_offline_tokenizer
+        from longwatch.backbone.tokenizer import load_offline_tokenizer
 
         config = preset_config(name)
         config._attn_implementation = attn

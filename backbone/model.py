@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backbone.cache import KVCache
-from backbone.config import ModelConfig
-from backbone.decode import Sampling
-from backbone.loading import LoadedModel, load_model
-from backbone.preprocess import preprocess_patch, vision_tokens
-from backbone.prompt import PromptLayout, Segment
+from longwatch.backbone.cache import KVCache
+from longwatch.backbone.config import ModelConfig
+from longwatch.backbone.decode import Sampling
+from longwatch.backbone.loading import LoadedModel, load_model
+from longwatch.backbone.preprocess import preprocess_patch, vision_tokens
+from longwatch.backbone.prompt import PromptLayout, Segment
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,6 @@ class Backbone:
 
     def tokens_per_patch(self, size: tuple[int, int], t: float = 0.0) -> int:
         """Tokens one patch segment costs (timestamp text + vision start/end + vision tokens)."""
-        from backbone.prompt import timestamp_text
+        from longwatch.backbone.prompt import timestamp_text
 
         return len(self.layout._encode(timestamp_text(t))) + 2 + vision_tokens(size)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache
 
-from backbone.prompt import Segment
+from longwatch.backbone.prompt import Segment
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from backbone.positions import TEXT, VIDEO, mrope_positions
+from longwatch.backbone.positions import TEXT, VIDEO, mrope_positions
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 _QUESTION_MARK = "\x00LONGWATCH_QUESTION\x00"

@@ -68,9 +68,9 @@ def run_worker(reader: str, video: Path, fps: float) -> dict:
     """In the subprocess: decode `video` with one reader, sampling at `fps`; report speed and memory."""
     import psutil
 
-    from ingest.probe import probe
-    from ingest.readers import READERS, ReadStats
-    from ingest.sampler import TimestampSampler
+    from longwatch.ingest.probe import probe
+    from longwatch.ingest.readers import READERS, ReadStats
+    from longwatch.ingest.sampler import TimestampSampler
 
     info = probe(str(video))
     baseline = psutil.Process().memory_info().rss
@@ -92,7 +92,7 @@ def run_worker(reader: str, video: Path, fps: float) -> dict:
 
 
 def _run_one(reader: str, video: Path, fps: float) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "eval.bench_decode", "--worker", reader, "--video", str(video),
+    proc = subprocess.run([sys.executable, "-m", "longwatch.eval.bench_decode", "--worker", reader, "--video", str(video),
                            "--fps", str(fps)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
@@ -145,7 +145,7 @@ def versions() -> dict:
 def command_line() -> str:
     args = sys.argv[1:]
     if sys.argv[0].endswith("bench_decode.py"):
-        return shlex.join(["python", "-m", "eval.bench_decode", *args])
+        return shlex.join(["python", "-m", "longwatch.eval.bench_decode", *args])
     return shlex.join(["longwatch", *args])
 
 
@@ -170,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     if not video.exists():
         print(f"bench decode: no such video: {video}", file=sys.stderr)
         return 2
-    from ingest.probe import probe
+    from longwatch.ingest.probe import probe
 
     info = probe(str(video))
     runs: dict[str, list[dict]] = {r: [] for r in readers}

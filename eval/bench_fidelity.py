@@ -14,7 +14,7 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from app.cli import add_config_flags
+    from longwatch.app.cli import add_config_flags
 
     p.add_argument("--minutes", type=float, default=2.0, help="length of the synthetic stream (default 2)")
     p.add_argument("--answer-tokens", type=int, default=8, help="answer tokens compared per question")
@@ -36,13 +36,13 @@ def questions(minutes: float) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from app.cli import config_from_args
-    from backbone.decode import Sampling
-    from backbone.model import Backbone
-    from eval.environment import save_result
-    from eval.fidelity import measure
-    from eval.synthetic import synthetic_patches
-    from memory.stream import MemoryStream
+    from longwatch.app.cli import config_from_args
+    from longwatch.backbone.decode import Sampling
+    from longwatch.backbone.model import Backbone
+    from longwatch.eval.environment import save_result
+    from longwatch.eval.fidelity import measure
+    from longwatch.eval.synthetic import synthetic_patches
+    from longwatch.memory.stream import MemoryStream
 
     policies = (getattr(args, "memory.policy", None) or "full,sliding,rekv,infinipot,streammem").split(",")
     setattr(args, "memory.policy", None)

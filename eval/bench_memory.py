@@ -11,7 +11,7 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from app.cli import add_config_flags
+    from longwatch.app.cli import add_config_flags
 
     p.add_argument("--minutes", type=float, default=10.0, help="length of the synthetic stream (default 10)")
     p.add_argument("--memory-dir", metavar="DIR", help="also journal the memory to DIR (measures persistence cost)")
@@ -28,12 +28,12 @@ def _rss() -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from app.cli import config_from_args
-    from app.schema import format_bytes
-    from backbone.model import Backbone
-    from eval.environment import save_result
-    from eval.synthetic import synthetic_patches
-    from memory.stream import MemoryStream
+    from longwatch.app.cli import config_from_args
+    from longwatch.app.schema import format_bytes
+    from longwatch.backbone.model import Backbone
+    from longwatch.eval.environment import save_result
+    from longwatch.eval.synthetic import synthetic_patches
+    from longwatch.memory.stream import MemoryStream
 
     cfg = config_from_args(args)
     rss_start = _rss()

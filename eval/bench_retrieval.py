@@ -34,8 +34,8 @@ def _time(index, queries) -> float:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from eval.environment import save_result
-    from memory.index import FaissIndex, TorchIndex
+    from longwatch.eval.environment import save_result
+    from longwatch.memory.index import FaissIndex, TorchIndex
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))

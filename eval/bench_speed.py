@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from app.cli import add_config_flags
+    from longwatch.app.cli import add_config_flags
 
     p.add_argument("--minutes", default="1,5,10", help="stream lengths to measure at, comma-separated (default 1,5,10)")
     p.add_argument("--streams", default="1", help="concurrent streams, comma-separated counts (default 1)")
@@ -74,11 +74,11 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
 
     import torch
 
-    from backbone.decode import Sampling
-    from eval.flops import patch_flops
-    from eval.synthetic import synthetic_patches
-    from memory.multistream import ingest_batch
-    from memory.stream import MemoryStream
+    from longwatch.backbone.decode import Sampling
+    from longwatch.eval.flops import patch_flops
+    from longwatch.eval.synthetic import synthetic_patches
+    from longwatch.memory.multistream import ingest_batch
+    from longwatch.memory.stream import MemoryStream
 
     mem_cfg = dataclasses.replace(cfg.memory, policy=policy)
     warm = MemoryStream(bb, mem_cfg, stream_id=f"warmup-{policy}")  # first calls allocate and dispatch slowly
@@ -176,9 +176,9 @@ def plot(runs: list[dict], path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from app.cli import config_from_args
-    from backbone.model import Backbone
-    from eval.environment import RESULTS, save_result
+    from longwatch.app.cli import config_from_args
+    from longwatch.backbone.model import Backbone
+    from longwatch.eval.environment import RESULTS, save_result
 
     policies = [p.strip() for p in (getattr(args, "memory.policy", None) or "full,rekv").split(",")]
     setattr(args, "memory.policy", None)

@@ -73,16 +73,16 @@ def _build_class() -> type:
         def __init__(self, config: str | None = None, stream_factory: Callable | None = None,
                      open_patches: Callable | None = None, **kwargs: Any) -> None:
             super().__init__()
-            from app.config import load_config
+            from longwatch.app.config import load_config
 
             self.cfg = load_config(config, config_overrides(kwargs))
             if stream_factory is None:
-                from backbone.model import Backbone
-                from eval.runner import memory_stream_factory
+                from longwatch.backbone.model import Backbone
+                from longwatch.eval.runner import memory_stream_factory
 
                 stream_factory = memory_stream_factory(Backbone.load(self.cfg.model))
             if open_patches is None:
-                from eval.runner import open_patches_default
+                from longwatch.eval.runner import open_patches_default
 
                 open_patches = open_patches_default(self.cfg)
             self.stream_factory, self.open_patches = stream_factory, open_patches

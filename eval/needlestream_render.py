@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from eval.needlestream import CELLS, COLORS, STAR_COLOR, PRESETS, SEQ_STEP_S, Needle, VideoPlan, annotation, plan_bench
+from longwatch.eval.needlestream import CELLS, COLORS, STAR_COLOR, PRESETS, SEQ_STEP_S, Needle, VideoPlan, annotation, plan_bench
 
 log = logging.getLogger(__name__)
 CODECS = ("libx264", "mpeg4")

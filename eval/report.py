@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.scoring_bench import aggregate
+from longwatch.eval.scoring_bench import aggregate
 
 TIERS = ("device", "host", "disk")
 
@@ -64,7 +64,7 @@ def _fmt(v: Any, kind: str = "") -> str:
     if v is None:
         return "-"
     if kind == "bytes":
-        from app.schema import format_bytes
+        from longwatch.app.schema import format_bytes
 
         return format_bytes(v)
     if kind == "ms":
@@ -135,7 +135,7 @@ def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool
     write_csv(files["summary_csv"], [{k: v for k, v in r.items() if k != "detail"} for r in rows])
     files["markdown"].write_text(f"# longwatch eval: {meta.get('model', '')}\n\n" + markdown(rows))
     if plots:
-        from eval.report_plots import write_plots
+        from longwatch.eval.report_plots import write_plots
 
         files.update(write_plots(rows, result.records, result.timeline, out, meta.get("default_budget")))
     return files

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Protocol
 
-from eval.formats.prompts import format_prompt, proactive_poll
-from eval.formats.schema import Bench, Question, Video
-from eval.scoring import Judge, score_question
-from eval.scoring_retrieval import needle_block_recall, retrieval_scores
+from longwatch.eval.formats.prompts import format_prompt, proactive_poll
+from longwatch.eval.formats.schema import Bench, Question, Video
+from longwatch.eval.scoring import Judge, score_question
+from longwatch.eval.scoring_retrieval import needle_block_recall, retrieval_scores
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def open_patches_default(cfg: Any) -> PatchOpener:
     def opener(path: str) -> ContextManager[Iterable[Any]]:
         if path.endswith(".npy"):
             return contextlib.nullcontext(npy_patches(path, cfg.ingest.frame_size))
-        from ingest import open_stream
+        from longwatch.ingest import open_stream
 
         return open_stream(path, cfg.ingest)
 
@@ -101,8 +101,8 @@ def npy_patches(path: str, frame_size: str, fps: float = 1.0) -> Iterable[Any]:
     """Pre-extracted frames [N, H, W, 3] uint8 at `fps` (ReKV's .npy convention) as TemporalPatches."""
     import numpy as np
 
-    from backbone.preprocess import resize_frames, snap_frame_size
-    from ingest.types import TemporalPatch
+    from longwatch.backbone.preprocess import resize_frames, snap_frame_size
+    from longwatch.ingest.types import TemporalPatch
 
     frames = np.load(path, mmap_mode="r")
     size = snap_frame_size(frames.shape[1], frames.shape[2], frame_size)
@@ -167,7 +167,7 @@ class Runner:
                 path = resolve_video(video.video_path, vdir, Path(bench.source).parent)
                 (plan.append((bench, video, path)) if path else missing.append(video.video_path))
         if missing:
-            from app.cli import UserError
+            from longwatch.app.cli import UserError
 
             raise UserError(f"{len(missing)} video(s) not found under {videos_dir or 'the annotation folder'}, "
                             f"e.g. {', '.join(missing[:3])} (point --videos at the folder that holds them)")
@@ -278,16 +278,16 @@ class _VideoRun:
 
 def memory_stream_factory(backbone: Any) -> StreamFactory:
     """The real streams: memory.stream.MemoryStream on a loaded backbone."""
-    from memory.stream import MemoryStream
+    from longwatch.memory.stream import MemoryStream
 
     return lambda mem_cfg, stream_id: MemoryStream(backbone, mem_cfg, stream_id=stream_id)
 
 
 def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
     """Check a memory config against a video's frame size the way a stream does at its first patch."""
-    from backbone.preprocess import snap_frame_size, vision_tokens
-    from ingest.probe import probe
-    from memory.budget import plan_device
+    from longwatch.backbone.preprocess import snap_frame_size, vision_tokens
+    from longwatch.ingest.probe import probe
+    from longwatch.memory.budget import plan_device
 
     sizes: dict[Path, tuple[int, int]] = {}
     prefix = len(backbone.layout.prefix())  # what MemoryStream puts before the first block
@@ -304,7 +304,7 @@ def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
 def fidelity_factory(backbone: Any, config: Any) -> Callable[[], FidelityProbe]:
     """eval.fidelity.make_probe(backbone, config), or FidelityUnavailable saying what is missing."""
     try:
-        from eval import fidelity  # noqa: PLC0415 - optional, written by the memory work
+        from longwatch.eval import fidelity  # noqa: PLC0415 - optional, written by the memory work
     except ImportError as e:
         raise FidelityUnavailable(f"--fidelity: eval/fidelity.py is not available ({e})") from None
     make = getattr(fidelity, "make_probe", None)

@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from eval.formats.schema import LETTERS, Question
+from longwatch.eval.formats.schema import LETTERS, Question
 
 Judge = Callable[[Question, str], float]
 """(question, reply) -> score in [0, 1]; e.g. an LLM judge for RVS-style open answers."""

@@ -13,7 +13,7 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any, Iterable
 
-from eval.formats.ovobench import TRACKS
+from longwatch.eval.formats.ovobench import TRACKS
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

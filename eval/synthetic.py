@@ -6,9 +6,9 @@ from typing import Iterator
 
 import numpy as np
 
-from app.sample_video import WORDS, draw_frame
-from backbone.preprocess import snap_frame_size
-from ingest.types import TemporalPatch
+from longwatch.app.sample_video import WORDS, draw_frame
+from longwatch.backbone.preprocess import snap_frame_size
+from longwatch.ingest.types import TemporalPatch
 
 
 def synthetic_patches(minutes: float, fps: float = 2.0, frame_size: str = "224", source_hw: tuple[int, int] = (360, 640),

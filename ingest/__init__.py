@@ -1,6 +1,6 @@
 """Ingest: video sources (files, webcams, network streams) as timestamped temporal patches.
 
-    from ingest import open_stream
+    from longwatch.ingest import open_stream
     with open_stream("rtsp://cam/live", cfg.ingest, on_state=print) as stream:
         for patch in stream:          # TemporalPatch: frames uint8 [2, H, W, 3], t_start, t_end, gap_before
             ...
@@ -15,10 +15,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "open_source": "ingest.api", "open_stream": "ingest.api",
-    "PatchStream": "ingest.stream", "StreamStats": "ingest.stream",
-    "Source": "ingest.sources", "IngestError": "ingest.errors",
-    "TemporalPatch": "ingest.types", "SourceState": "ingest.types", "IngestConfig": "ingest.config",
+    "open_source": "longwatch.ingest.api", "open_stream": "longwatch.ingest.api",
+    "PatchStream": "longwatch.ingest.stream", "StreamStats": "longwatch.ingest.stream",
+    "Source": "longwatch.ingest.sources", "IngestError": "longwatch.ingest.errors",
+    "TemporalPatch": "longwatch.ingest.types", "SourceState": "longwatch.ingest.types", "IngestConfig": "longwatch.ingest.config",
 }
 __all__ = sorted(_EXPORTS)
 

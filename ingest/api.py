@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ingest.config import IngestConfig
-from ingest.network import NetworkSource
-from ingest.sources import FileSource, Source, WebcamSource
-from ingest.stream import PatchStream, StateCallback
-from ingest.uri import parse_source
+from longwatch.ingest.config import IngestConfig
+from longwatch.ingest.network import NetworkSource
+from longwatch.ingest.sources import FileSource, Source, WebcamSource
+from longwatch.ingest.stream import PatchStream, StateCallback
+from longwatch.ingest.uri import parse_source
 
 
 def open_source(source: str | int, cfg: IngestConfig | None = None) -> Source:

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 
 import av
 
-from ingest.clock import LiveClock
-from ingest.config import IngestConfig
-from ingest.errors import IngestError
-from ingest.probe import usable_rate
-from ingest.readers import DEFAULT_RATE, Frame, Select
-from ingest.sources import Source
-from ingest.uri import LIVE_SCHEMES, redact, scrub
+from longwatch.ingest.clock import LiveClock
+from longwatch.ingest.config import IngestConfig
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.probe import usable_rate
+from longwatch.ingest.readers import DEFAULT_RATE, Frame, Select
+from longwatch.ingest.sources import Source
+from longwatch.ingest.uri import LIVE_SCHEMES, redact, scrub
 
 
 def ffmpeg_options(scheme: str, cfg: IngestConfig) -> dict[str, str]:

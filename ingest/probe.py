@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import av
 
-from ingest.errors import IngestError
+from longwatch.ingest.errors import IngestError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from ingest.errors import IngestError
+from longwatch.ingest.errors import IngestError
 
 log = logging.getLogger(__name__)
 

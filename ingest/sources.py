@@ -7,11 +7,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from ingest.clock import LiveClock
-from ingest.config import IngestConfig
-from ingest.errors import IngestError
-from ingest.probe import VideoInfo, probe
-from ingest.readers import Frame, ReadStats, Select, choose_reader, read_file
+from longwatch.ingest.clock import LiveClock
+from longwatch.ingest.config import IngestConfig
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.probe import VideoInfo, probe
+from longwatch.ingest.readers import Frame, ReadStats, Select, choose_reader, read_file
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.buffer import BoundedBuffer, Closed
-from ingest.config import IngestConfig
-from ingest.errors import IngestError
-from ingest.patches import PatchBuilder
-from ingest.sampler import TimestampSampler
-from ingest.sources import Source
-from ingest.types import SourceState, TemporalPatch
-from ingest.uri import scrub
+from longwatch.ingest.buffer import BoundedBuffer, Closed
+from longwatch.ingest.config import IngestConfig
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.patches import PatchBuilder
+from longwatch.ingest.sampler import TimestampSampler
+from longwatch.ingest.sources import Source
+from longwatch.ingest.types import SourceState, TemporalPatch
+from longwatch.ingest.uri import scrub
 
 log = logging.getLogger(__name__)
 

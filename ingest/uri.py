@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ingest.errors import IngestError
+from longwatch.ingest.errors import IngestError
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https")
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps")

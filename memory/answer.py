@@ -13,14 +13,14 @@ from typing import Callable
 
 import torch
 
-from backbone.decode import DecodeResult, Sampling, decode
-from backbone.hooks import QKCapture
-from backbone.prefill import prefill
-from backbone.rope import apply_shift, shift_cos_sin
-from memory.block import DISK, HOST, MEMORY, Block
-from memory.policies import Selection
-from memory.retrieval import question_query, spread
-from memory.timeparse import parse_time_ranges
+from longwatch.backbone.decode import DecodeResult, Sampling, decode
+from longwatch.backbone.hooks import QKCapture
+from longwatch.backbone.prefill import prefill
+from longwatch.backbone.rope import apply_shift, shift_cos_sin
+from longwatch.memory.block import DISK, HOST, MEMORY, Block
+from longwatch.memory.policies import Selection
+from longwatch.memory.retrieval import question_query, spread
+from longwatch.memory.timeparse import parse_time_ranges
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.schema import ConfigError, format_bytes
-from memory.config import MemoryConfig
+from longwatch.app.schema import ConfigError, format_bytes
+from longwatch.memory.config import MemoryConfig
 
 TIMESTAMP_TOKENS_MAX = 12
 """'<86399.5 seconds>' tokenises to 12 tokens; used to size blocks for a day-long stream."""

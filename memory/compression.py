@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from backbone.hooks import QKCapture
-from backbone.prefill import prefill
-from backbone.rope import rope_text
-from memory.block import MEMORY, Block
-from memory.device import compress_kv
+from longwatch.backbone.hooks import QKCapture
+from longwatch.backbone.prefill import prefill
+from longwatch.backbone.rope import rope_text
+from longwatch.memory.block import MEMORY, Block
+from longwatch.memory.device import compress_kv
 
 FIT_SLACK = 1 / 16
 """When the store overflows, it is re-allocated down to this share below its budget, so the global

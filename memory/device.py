@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from backbone.cache import KVCache
-from backbone.rope import apply_shift
-from memory.block import Block
+from longwatch.backbone.cache import KVCache
+from longwatch.backbone.rope import apply_shift
+from longwatch.memory.block import Block
 
 
 class DeviceRegion:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from memory.block import DISK, EVICTED, HOST, MEMORY, Block
+from longwatch.memory.block import DISK, EVICTED, HOST, MEMORY, Block
 
 
 class TierMoves:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from backbone.cache import KVCache
-from backbone.hooks import QKCapture
+from longwatch.backbone.cache import KVCache
+from longwatch.backbone.hooks import QKCapture
 
 _PAD = 151643  # <|endoftext|>; padded positions are masked out and their outputs discarded
 

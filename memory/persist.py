@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from memory.block import DEVICE, DISK, HOST, MEMORY, Block
-from memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
+from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block
+from longwatch.memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
 
 log = logging.getLogger(__name__)
 VERSION = 1

@@ -18,22 +18,22 @@ from pathlib import Path
 
 import torch
 
-from backbone.hooks import QKCapture
-from backbone.model import Backbone
-from backbone.prefill import prefill
-from backbone.preprocess import vision_tokens
-from backbone.rope import apply_shift, shift_cos_sin
-from memory.answer import Answer, Answering, Evidence
-from memory.block import Block
-from memory.budget import DevicePlan, plan_device
-from memory.compression import Compression
-from memory.config import MemoryConfig
-from memory.device import DeviceRegion, rotate_kv
-from memory.index import make_index
-from memory.movement import TierMoves
-from memory.policies import Exit, make_policy
-from memory.retrieval import block_summary
-from memory.tiers import DiskTier, HostTier
+from longwatch.backbone.hooks import QKCapture
+from longwatch.backbone.model import Backbone
+from longwatch.backbone.prefill import prefill
+from longwatch.backbone.preprocess import vision_tokens
+from longwatch.backbone.rope import apply_shift, shift_cos_sin
+from longwatch.memory.answer import Answer, Answering, Evidence
+from longwatch.memory.block import Block
+from longwatch.memory.budget import DevicePlan, plan_device
+from longwatch.memory.compression import Compression
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.device import DeviceRegion, rotate_kv
+from longwatch.memory.index import make_index
+from longwatch.memory.movement import TierMoves
+from longwatch.memory.policies import Exit, make_policy
+from longwatch.memory.retrieval import block_summary
+from longwatch.memory.tiers import DiskTier, HostTier
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class MemoryStream(TierMoves, Compression, Answering):
         self._tmp = None
         self.journal = None
         if memory_dir:
-            from memory.persist import Journal
+            from longwatch.memory.persist import Journal
 
             self.journal = Journal(memory_dir)
             disk_folder = memory_dir
@@ -281,14 +281,14 @@ class MemoryStream(TierMoves, Compression, Answering):
 
     def save(self, folder: str) -> None:
         """Write the whole memory to `folder` (a fresh journal); `MemoryStream.load` restores it."""
-        from memory.persist import snapshot
+        from longwatch.memory.persist import snapshot
 
         snapshot(self, folder)
 
     @classmethod
     def load(cls, backbone: Backbone, cfg: MemoryConfig, folder: str, stream_id: str = "default") -> "MemoryStream":
         """Restore a stream saved with `save` or journaled with memory_dir (torn blocks skipped, logged)."""
-        from memory.persist import restore
+        from longwatch.memory.persist import restore
 
         return restore(cls, backbone, cfg, folder, stream_id)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from memory.blockfiles import BlockFiles, FileRef
+from longwatch.memory.blockfiles import BlockFiles, FileRef
 
 
 class OverBudget(RuntimeError):

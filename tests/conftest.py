@@ -12,8 +12,8 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny():
     """The `tiny` preset in float32 on CPU: seeded random weights, real Qwen3 tokenizer."""
-    from backbone.config import ModelConfig
-    from backbone.model import Backbone
+    from longwatch.backbone.config import ModelConfig
+    from longwatch.backbone.model import Backbone
 
     return Backbone.load(ModelConfig(name="tiny", dtype="float32", device="cpu"))
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from backbone.loading import LoadedModel
-from backbone.model import Backbone
-from backbone.presets import preset_config
-from backbone.tokenizer import load_offline_tokenizer
+from longwatch.backbone.loading import LoadedModel
+from longwatch.backbone.model import Backbone
+from longwatch.backbone.presets import preset_config
+from longwatch.backbone.tokenizer import load_offline_tokenizer
 
 VOCAB = 151936
 

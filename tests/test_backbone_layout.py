@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backbone.cache import CacheFull, KVCache
-from backbone.positions import mrope_positions
-from backbone.prefill import prefill
-from backbone.rope import apply_shift, shift_cos_sin
+from longwatch.backbone.cache import CacheFull, KVCache
+from longwatch.backbone.positions import mrope_positions
+from longwatch.backbone.prefill import prefill
+from longwatch.backbone.rope import apply_shift, shift_cos_sin
 from tests.conftest import random_frames
 
 

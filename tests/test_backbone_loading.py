@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backbone.config import ModelConfig
-from backbone.loading import ModelLoadError, load_model
-from backbone.model import Backbone
-from backbone.prefill import prefill
-from backbone.presets import preset_config
-from backbone.tokenizer import load_offline_tokenizer
+from longwatch.backbone.config import ModelConfig
+from longwatch.backbone.loading import ModelLoadError, load_model
+from longwatch.backbone.model import Backbone
+from longwatch.backbone.prefill import prefill
+from longwatch.backbone.presets import preset_config
+from longwatch.backbone.tokenizer import load_offline_tokenizer
 from tests.conftest import random_frames
 
 

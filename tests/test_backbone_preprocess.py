@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backbone.preprocess import patchify, preprocess_patch, resize_frames, snap_frame_size, vision_tokens
+from longwatch.backbone.preprocess import patchify, preprocess_patch, resize_frames, snap_frame_size, vision_tokens
 
 
 def _pattern(h: int, w: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 
 def _bench(*args: str) -> dict:
-    r = subprocess.run([sys.executable, "-m", "app", "bench", *args, "--json"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "longwatch", "bench", *args, "--json"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -10,11 +10,11 @@ import time
 import av
 import pytest
 
-from app.sample_video import make_sample_video
+from longwatch.app.sample_video import make_sample_video
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "longwatch", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import DEFAULT_CONFIG, load_config
-from app.schema import ConfigError, parse_bytes
+from longwatch.app.config import DEFAULT_CONFIG, load_config
+from longwatch.app.schema import ConfigError, parse_bytes
 
 
 def test_default_yaml_loads_and_every_key_is_commented():

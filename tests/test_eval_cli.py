@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.cli import main
+from longwatch.app.cli import main
 
 
 def _eval(bench, out, *extra):
@@ -55,7 +55,7 @@ def test_full_smoke_eval_fits_the_ci_budget(tmp_path, capsys):
 def test_fidelity_flag_says_what_is_missing(tmp_path, capsys, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "eval.fidelity", None)
+    monkeypatch.setitem(sys.modules, "longwatch.eval.fidelity", None)
     assert main(["make-bench", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
     assert main(["eval", "--bench", str(tmp_path), "--policy", "full", "--fidelity", "--no-progress"]) == 2
     assert "eval/fidelity.py is not available" in capsys.readouterr().err

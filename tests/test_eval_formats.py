@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from eval.formats import BenchFormatError, detect_format, load_bench
+from longwatch.app.cli import main
+from longwatch.eval.formats import BenchFormatError, detect_format, load_bench
 
 SAMPLES = Path(__file__).parents[2] / "shared" / "benchmarks"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"benchmark samples not present at {SAMPLES}")

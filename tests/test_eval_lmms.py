@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from eval.lmms_adapter import config_overrides, cut, group_by_video, video_of
+from longwatch.eval.lmms_adapter import config_overrides, cut, group_by_video, video_of
 
 needs_lmms = pytest.mark.skipif(importlib.util.find_spec("lmms_eval") is None,
                                 reason="lmms-eval not installed (optional extra: pip install -e '.[lmms]')")
@@ -30,7 +30,7 @@ def test_helpers_without_lmms_eval():
 def test_each_video_streams_once_and_replies_keep_request_order():
     from lmms_eval.api.instance import Instance
 
-    import eval.lmms_adapter as adapter
+    import longwatch.eval.lmms_adapter as adapter
 
     adapter.register()
     from lmms_eval.models import get_model

@@ -8,10 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from app.cli import main
-from eval.formats import load_bench
-from eval.needlestream import COLORS, NO_SIGN, STAR_COLOR, WORDS, Needle, plan_bench
-from eval.needlestream_render import cell_center, draw_needle, make_bench
+from longwatch.app.cli import main
+from longwatch.eval.formats import load_bench
+from longwatch.eval.needlestream import COLORS, NO_SIGN, STAR_COLOR, WORDS, Needle, plan_bench
+from longwatch.eval.needlestream_render import cell_center, draw_needle, make_bench
 
 
 @pytest.fixture(scope="module")

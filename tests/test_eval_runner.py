@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.cli import UserError
-from app.config import load_config
-from eval.formats import load_bench
-from eval.report import write_report
-from eval.runner import FidelityUnavailable, RunOptions, Runner, fidelity_factory
-from ingest.types import TemporalPatch
+from longwatch.app.cli import UserError
+from longwatch.app.config import load_config
+from longwatch.eval.formats import load_bench
+from longwatch.eval.report import write_report
+from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, fidelity_factory
+from longwatch.ingest.types import TemporalPatch
 
 
 class FakeStream:
@@ -130,8 +130,8 @@ def test_a_budget_that_cannot_run_fails_before_any_video_streams(tmp_path):
 def test_budget_preflight_names_the_setting_and_the_minimum(tmp_path):
     import dataclasses
 
-    from app.schema import ConfigError
-    from eval.runner import budget_preflight
+    from longwatch.app.schema import ConfigError
+    from longwatch.eval.runner import budget_preflight
     from tests.memory_fakes import fake_backbone
     from tests.ingest_fixtures import make_video
 
@@ -187,7 +187,7 @@ def test_missing_videos_are_named(tmp_path):
 
 
 def test_fidelity_hook_and_its_absence(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "eval.fidelity", None)
+    monkeypatch.setitem(sys.modules, "longwatch.eval.fidelity", None)
     with pytest.raises(FidelityUnavailable, match="eval/fidelity.py is not available"):
         fidelity_factory(object(), load_config())
     probe = SimpleNamespace(ingest=lambda p: None, close=lambda: None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from eval.formats.schema import Question
-from eval.scoring import (extract_choice, mean_relative_accuracy, pairwise_order, parse_span, parse_yesno,
+from longwatch.eval.formats.schema import Question
+from longwatch.eval.scoring import (extract_choice, mean_relative_accuracy, pairwise_order, parse_span, parse_yesno,
                           score_question, temporal_iou)
-from eval.scoring_bench import aggregate
-from eval.scoring_retrieval import needle_block_recall, retrieval_scores
+from longwatch.eval.scoring_bench import aggregate
+from longwatch.eval.scoring_retrieval import needle_block_recall, retrieval_scores
 
 CHOICES = ("A compass.", "A map.", "An altitude meter.", "A weather radar.")
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from backbone.config import ModelConfig
-from backbone.decode import Sampling
-from backbone.model import Backbone
-from ingest.types import TemporalPatch
-from memory.config import MemoryConfig
-from memory.stream import MemoryStream
+from longwatch.backbone.config import ModelConfig
+from longwatch.backbone.decode import Sampling
+from longwatch.backbone.model import Backbone
+from longwatch.ingest.types import TemporalPatch
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.stream import MemoryStream
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine with -m gpu)")]
@@ -47,7 +47,7 @@ def test_offload_uses_pinned_host_memory():
 
 
 def test_gpu_index_scores_match_cpu():
-    from memory.index import FaissIndex, TorchIndex
+    from longwatch.memory.index import FaissIndex, TorchIndex
 
     q = torch.randn(4, 32)
     rows = {i: torch.randn(4, 32) for i in range(50)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from eval import bench_decode
+from longwatch.eval import bench_decode
 from tests.ingest_fixtures import make_video
 
 

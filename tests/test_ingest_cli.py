@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.cli import main
+from longwatch.app.cli import main
 from tests.ingest_fixtures import free_port, make_video
 
 

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from ingest import IngestConfig, open_source, open_stream
-from ingest.errors import IngestError
-from ingest.readers import READERS, choose_reader
-from ingest.stream import PatchStream
+from longwatch.ingest import IngestConfig, open_source, open_stream
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.readers import READERS, choose_reader
+from longwatch.ingest.stream import PatchStream
 from tests.ingest_fixtures import frame_value, make_video
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import psutil
 import pytest
 
-from ingest import IngestConfig, open_stream
-from ingest.errors import IngestError
+from longwatch.ingest import IngestConfig, open_stream
+from longwatch.ingest.errors import IngestError
 from tests.ingest_fixtures import free_port, http_server, make_video, silent_server
 
 FAST = IngestConfig(fps=2.0, frame_size="64", open_timeout_s=1.0, read_timeout_s=1.0)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ingest import IngestConfig, open_stream
-from ingest.errors import IngestError
+from longwatch.ingest import IngestConfig, open_stream
+from longwatch.ingest.errors import IngestError
 from tests.ingest_fixtures import RtspServer, make_video, require_rtsp
 
 pytestmark = pytest.mark.rtsp

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from ingest.clock import LiveClock
-from ingest.config import IngestConfig
-from ingest.errors import IngestError
-from ingest.sources import Source
-from ingest.stream import WATCHDOG_GRACE_S, PatchStream
+from longwatch.ingest.clock import LiveClock
+from longwatch.ingest.config import IngestConfig
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.sources import Source
+from longwatch.ingest.stream import WATCHDOG_GRACE_S, PatchStream
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
 

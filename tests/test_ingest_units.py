@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from backbone.preprocess import resize_frames, snap_frame_size
-from ingest.buffer import BoundedBuffer, Closed
-from ingest.clock import MAX_DRIFT_S, LiveClock
-from ingest.errors import IngestError
-from ingest.patches import PatchBuilder
-from ingest.sampler import TimestampSampler
-from ingest.uri import parse_source, redact, scrub
+from longwatch.backbone.preprocess import resize_frames, snap_frame_size
+from longwatch.ingest.buffer import BoundedBuffer, Closed
+from longwatch.ingest.clock import MAX_DRIFT_S, LiveClock
+from longwatch.ingest.errors import IngestError
+from longwatch.ingest.patches import PatchBuilder
+from longwatch.ingest.sampler import TimestampSampler
+from longwatch.ingest.uri import parse_source, redact, scrub
 
 
 def kept(sampler: TimestampSampler, times) -> list[float]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.schema import ConfigError
-from ingest.types import TemporalPatch
-from memory.config import MemoryConfig
-from memory.stream import MemoryStream
+from longwatch.app.schema import ConfigError
+from longwatch.ingest.types import TemporalPatch
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.stream import MemoryStream
 from tests.memory_fakes import fake_backbone
 
 FRAMES = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # one vision token per patch: fast
@@ -56,7 +56,7 @@ def test_no_tier_over_budget_across_5000_patches(fake, policy, tmp_path):
 
 @pytest.mark.parametrize("policy", ["infinipot", "streammem"])
 def test_a_full_compressed_store_is_reallocated_with_slack_not_at_every_patch(fake, policy):
-    from memory.compression import FIT_SLACK
+    from longwatch.memory.compression import FIT_SLACK
 
     cfg = MemoryConfig(policy=policy, device_budget=2_000_000, window_blocks=3, answer_tokens=32)
     ms = MemoryStream(fake, cfg)

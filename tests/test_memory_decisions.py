@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memory.block import Block
-from memory.config import MemoryConfig
-from memory.device import compress_kv
-from memory.index import FaissIndex, TorchIndex
-from memory.policies import REGISTRY, Exit, make_policy
-from memory.policies.base import fit_global, keep_top
-from memory.policies.infinipot import tar_van_scores
-from memory.policies.streammem import proxy_attention_scores
-from memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
-from memory.timeparse import parse_clock, parse_time_ranges
+from longwatch.memory.block import Block
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.device import compress_kv
+from longwatch.memory.index import FaissIndex, TorchIndex
+from longwatch.memory.policies import REGISTRY, Exit, make_policy
+from longwatch.memory.policies.base import fit_global, keep_top
+from longwatch.memory.policies.infinipot import tar_van_scores
+from longwatch.memory.policies.streammem import proxy_attention_scores
+from longwatch.memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
+from longwatch.memory.timeparse import parse_clock, parse_time_ranges
 
 
 def _block(i: int, n_vis: int, scores: torch.Tensor | None = None, head: int = 8) -> Block:

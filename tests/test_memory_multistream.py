@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backbone.decode import Sampling
-from ingest.types import TemporalPatch
-from memory.config import MemoryConfig
-from memory.multistream import ingest_batch
-from memory.stream import MemoryStream
+from longwatch.backbone.decode import Sampling
+from longwatch.ingest.types import TemporalPatch
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.multistream import ingest_batch
+from longwatch.memory.stream import MemoryStream
 
 
 def _patches(seed: int, n: int, t0: float = 0.0):

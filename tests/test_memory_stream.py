@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from backbone.decode import Sampling
-from backbone.prefill import prefill
-from ingest.types import TemporalPatch
-from memory.config import MemoryConfig
-from memory.stream import MemoryStream
+from longwatch.backbone.decode import Sampling
+from longwatch.backbone.prefill import prefill
+from longwatch.ingest.types import TemporalPatch
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.stream import MemoryStream
 
 SIZE = (64, 96)
 N = 12

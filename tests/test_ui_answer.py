@@ -6,7 +6,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from app.ui.answer import stream_answer
+from longwatch.app.ui.answer import stream_answer
 
 
 def test_text_grows_token_by_token_and_ends_with_the_answer():

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from app.cli import build_parser
-from app.config import load_config
-from app.ui.server import parse_auth
+from longwatch.app.cli import build_parser
+from longwatch.app.config import load_config
+from longwatch.app.ui.server import parse_auth
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=120, env=env,
+    return subprocess.run([sys.executable, "-m", "longwatch", *args], capture_output=True, text=True, timeout=120, env=env,
                           check=False)
 
 

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.config import load_config
-from app.sample_video import make_sample_video
-from app.ui.events import Handlers
-from app.ui.sessions import Session, SessionManager
+from longwatch.app.config import load_config
+from longwatch.app.sample_video import make_sample_video
+from longwatch.app.ui.events import Handlers
+from longwatch.app.ui.sessions import Session, SessionManager
 
 CFG = load_config(None, {"ingest.frame_size": "128", "model.max_new_tokens": 6})
 

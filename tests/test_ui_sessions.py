@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from app.config import load_config
-from app.sample_video import make_sample_video
-from app.ui.sessions import Session, SessionLimit, SessionManager
+from longwatch.app.config import load_config
+from longwatch.app.sample_video import make_sample_video
+from longwatch.app.ui.sessions import Session, SessionLimit, SessionManager
 
 CFG = load_config(None, {"ingest.frame_size": "128", "model.max_new_tokens": 8, "memory.window_blocks": 4,
                          "memory.retrieve_blocks": 4, "memory.time_blocks": 2})

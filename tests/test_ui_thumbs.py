@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from app.ui.thumbs import THUMB_WIDTH, Thumbnails, data_uri
+from longwatch.app.ui.thumbs import THUMB_WIDTH, Thumbnails, data_uri
 
 
 def frame(value: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app.ui.timelinks import find_times, format_clock, linkify
+from longwatch.app.ui.timelinks import find_times, format_clock, linkify
 
 
 @pytest.mark.parametrize("text, seconds", [

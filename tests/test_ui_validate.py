@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import UIConfig
-from app.ui.validate import InputRejected, check_upload, check_url
+from longwatch.app.config import UIConfig
+from longwatch.app.ui.validate import InputRejected, check_upload, check_url
 
 SCHEMES = UIConfig().allowed_schemes
 

@@ -45,7 +45,7 @@ class Server:
         env = {**os.environ, "XDG_CACHE_HOME": str(cache), "GRADIO_ANALYTICS_ENABLED": "False",
                "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "w")  # noqa: SIM115 (open for the server's whole life; stop() closes it)
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "-v", *args, "--server-port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "longwatch", "-v", *args, "--server-port", str(self.port)],
                                      cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> Server:

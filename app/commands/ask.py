@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli import UserError, add_config_flags, config_from_args
+from longwatch.app.cli import UserError, add_config_flags, config_from_args
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         if saved:
             raise UserError(f"--memory-dir {args.memory_dir} already holds a stream; ask it with VIDEO '-', "
                             "or use an empty folder")
-        from app.streaming import check_video
-        from ingest.uri import parse_source
+        from longwatch.app.streaming import check_video
+        from longwatch.ingest.uri import parse_source
 
         spec = parse_source(args.video)
         live = spec.kind == "webcam" or spec.scheme in ("rtsp", "rtsps", "rtmp", "rtmps")
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise UserError("QUESTION is empty")
 
-    from app.streaming import answer_dict, open_memory, stream_into
-    from backbone.model import Backbone
+    from longwatch.app.streaming import answer_dict, open_memory, stream_into
+    from longwatch.backbone.model import Backbone
 
     bb = Backbone.load(cfg.model)
     memory = open_memory(bb, cfg, args.memory_dir)

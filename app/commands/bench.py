@@ -9,11 +9,11 @@ from typing import Any
 
 # name -> module; only modules present in this checkout are registered.
 BENCHES = {
-    "decode": "eval.bench_decode",
-    "memory": "eval.bench_memory",
-    "fidelity": "eval.bench_fidelity",
-    "speed": "eval.bench_speed",
-    "retrieval": "eval.bench_retrieval",
+    "decode": "longwatch.eval.bench_decode",
+    "memory": "longwatch.eval.bench_memory",
+    "fidelity": "longwatch.eval.bench_fidelity",
+    "speed": "longwatch.eval.bench_speed",
+    "retrieval": "longwatch.eval.bench_retrieval",
 }
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from app.cli import add_config_flags, config_from_args
+from longwatch.app.cli import add_config_flags, config_from_args
 
 BANNER = (
     "longwatch demo: the `tiny` preset has RANDOM weights, so its answers are meaningless; the demo shows\n"
@@ -25,7 +25,7 @@ def demo_video_path() -> Path:
 
 def ensure_demo_video() -> tuple[Path, list]:
     """Generate (once) the 40-second sample video with signs at known times."""
-    from app.sample_video import make_sample_video, plan_signs
+    from longwatch.app.sample_video import make_sample_video, plan_signs
 
     path = demo_video_path()
     if path.is_file():
@@ -36,7 +36,7 @@ def ensure_demo_video() -> tuple[Path, list]:
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    from app.commands.ui import add_ui_flags
+    from longwatch.app.commands.ui import add_ui_flags
 
     p = subparsers.add_parser(name, help="offline demo on a generated video (tiny preset, random weights)",
                               description=BANNER)
@@ -49,8 +49,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from app.streaming import answer_dict, open_memory, stream_into
-    from backbone.model import Backbone
+    from longwatch.app.streaming import answer_dict, open_memory, stream_into
+    from longwatch.backbone.model import Backbone
 
     cfg = config_from_args(args, {"model.name": getattr(args, "model.name", None) or "tiny"})
     video, signs = ensure_demo_video()
@@ -86,10 +86,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def run_ui(args: argparse.Namespace) -> int:
     """The web UI with the sample video already playing in every new session (issue 5)."""
-    from app.commands.ui import auth_from_args
-    from app.ui.layout import demo_banner
-    from app.ui.server import serve
-    from backbone.presets import PRESETS
+    from longwatch.app.commands.ui import auth_from_args
+    from longwatch.app.ui.layout import demo_banner
+    from longwatch.app.ui.server import serve
+    from longwatch.backbone.presets import PRESETS
 
     cfg = config_from_args(args, {"model.name": getattr(args, "model.name", None) or "tiny"})
     auth = auth_from_args(args)

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.cli import UserError, add_config_flags, config_from_args
+from longwatch.app.cli import UserError, add_config_flags, config_from_args
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    from eval.formats import FORMATS
+    from longwatch.eval.formats import FORMATS
 
     p = subparsers.add_parser(name, help="run streaming benchmarks and write reports",
                               description="Stream each benchmark video once per policy, ask every question at its "
@@ -47,7 +47,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def _policies(args: argparse.Namespace, default: str) -> list[str]:
-    from memory.config import POLICIES
+    from longwatch.memory.config import POLICIES
 
     names = [s.strip() for s in (args.policies or default).split(",") if s.strip()]
     bad = [n for n in names if n not in POLICIES]
@@ -57,7 +57,7 @@ def _policies(args: argparse.Namespace, default: str) -> list[str]:
 
 
 def _budgets(spec: str | None) -> list[int | None]:
-    from app.schema import parse_bytes
+    from longwatch.app.schema import parse_bytes
 
     if not spec:
         return [None]
@@ -96,7 +96,7 @@ def _dry_run(benches: list, as_json: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eval.formats import load_benches
+    from longwatch.eval.formats import load_benches
 
     benches = load_benches(args.bench, args.format)
     cfg = config_from_args(args)
@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(benches, args.json)
 
-    from backbone.model import Backbone
-    from eval.report import markdown, write_report
-    from eval.runner import (RunOptions, Runner, budget_preflight, fidelity_factory, memory_stream_factory,
+    from longwatch.backbone.model import Backbone
+    from longwatch.eval.report import markdown, write_report
+    from longwatch.eval.runner import (RunOptions, Runner, budget_preflight, fidelity_factory, memory_stream_factory,
                              open_patches_default)
 
     judge = _judge(args.judge)
@@ -121,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
     result = runner.run(benches, videos, RunOptions(policies, budgets, args.fidelity, judge, args.max_videos,
                                                     progress=not args.no_progress))
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    from app.schema import as_dict
+    from longwatch.app.schema import as_dict
 
-    from eval.environment import provenance
+    from longwatch.eval.environment import provenance
 
     meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),
             "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0}

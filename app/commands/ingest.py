@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from app.cli import add_config_flags, config_from_args
+from longwatch.app.cli import add_config_flags, config_from_args
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -45,10 +45,10 @@ class _Printer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ingest import open_stream
+    from longwatch.ingest import open_stream
 
     if args.seconds is not None and args.seconds <= 0:
-        from app.cli import UserError
+        from longwatch.app.cli import UserError
 
         raise UserError(f"--seconds must be > 0, got {args.seconds}")
     cfg = config_from_args(args).ingest

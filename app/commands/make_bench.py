@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    from eval.needlestream import PRESETS
+    from longwatch.eval.needlestream import PRESETS
 
     p = subparsers.add_parser(name, help="generate the NeedleStream synthetic streaming benchmark",
                               description="Write seeded synthetic videos with needles (signs, grid shapes, "
@@ -25,7 +25,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eval.needlestream_render import make_bench
+    from longwatch.eval.needlestream_render import make_bench
 
     path = make_bench(args.preset, args.seed, args.out, progress=not args.no_progress)
     records = json.loads(path.read_text())

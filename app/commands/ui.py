@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from app.cli import UserError, add_config_flags, config_from_args
+from longwatch.app.cli import UserError, add_config_flags, config_from_args
 
 
 def add_ui_flags(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 def auth_from_args(args: argparse.Namespace) -> tuple[str, str] | None:
     """--auth, else $LONGWATCH_AUTH, as (user, password); UserError when malformed."""
-    from app.ui.server import parse_auth
+    from longwatch.app.ui.server import parse_auth
 
     try:
         return parse_auth(args.auth or os.environ.get("LONGWATCH_AUTH"))
@@ -50,7 +50,7 @@ def auth_from_args(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.ui.server import serve
+    from longwatch.app.ui.server import serve
 
     cfg = config_from_args(args)
     serve(cfg, auth=auth_from_args(args))

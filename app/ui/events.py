@@ -15,12 +15,12 @@ from typing import Any
 
 import gradio as gr
 
-from app.ui import panels
-from app.ui.answer import stream_answer
-from app.ui.sessions import Session, SessionLimit, SessionManager, limit_message
-from app.ui.timelinks import format_clock, linkify
-from app.ui.validate import InputRejected, check_upload, check_url
-from ingest import IngestError
+from longwatch.app.ui import panels
+from longwatch.app.ui.answer import stream_answer
+from longwatch.app.ui.sessions import Session, SessionLimit, SessionManager, limit_message
+from longwatch.app.ui.timelinks import format_clock, linkify
+from longwatch.app.ui.validate import InputRejected, check_upload, check_url
+from longwatch.ingest import IngestError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import html
 
 import gradio as gr
 
-from app.ui.assets import ASK_JS, TICK_JS
-from app.ui.events import Handlers
+from longwatch.app.ui.assets import ASK_JS, TICK_JS
+from longwatch.app.ui.events import Handlers
 
 REFRESH_S = 1.0
 """Live panels (source state, memory, "now") refresh this often."""

@@ -23,9 +23,9 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 def create_app(cfg: Any, backbone: Any, preload: str | None = None, banner: str | None = None) -> tuple[Any, Any]:
     """(gr.Blocks, SessionManager) for `cfg` on an already loaded Backbone; nothing is launched."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: no phoning home
-    from app.ui.events import Handlers
-    from app.ui.layout import build
-    from app.ui.sessions import Session, SessionManager
+    from longwatch.app.ui.events import Handlers
+    from longwatch.app.ui.layout import build
+    from longwatch.app.ui.sessions import Session, SessionManager
 
     ui = cfg.ui
     manager = SessionManager(lambda key: Session(key, backbone, cfg), ui.max_sessions, ui.idle_timeout_s)
@@ -42,7 +42,7 @@ def serve(cfg: Any, auth: tuple[str, str] | None = None, preload: str | None = N
           banner: str | None = None) -> None:
     """Load cfg.model, then serve the UI until interrupted (binds cfg.ui.server_name, loopback by default)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from backbone.model import Backbone
+    from longwatch.backbone.model import Backbone
 
     check_port(cfg.ui.server_name, cfg.ui.server_port)  # fail in a second, not after loading a model
     log.info("loading model %s", cfg.model.name)
@@ -73,7 +73,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def _launch(demo: Any, ui: Any, auth: tuple[str, str] | None) -> None:
-    from app.ui.assets import CSS, HEAD
+    from longwatch.app.ui.assets import CSS, HEAD
 
     try:
         demo.launch(server_name=ui.server_name, server_port=ui.server_port, share=ui.share, auth=auth,

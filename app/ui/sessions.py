@@ -15,9 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from app.ui.thumbs import Thumbnails
-from app.ui.webcam import BrowserCamSource
-from app.ui.worker import IngestWorker, WorkerStatus
+from longwatch.app.ui.thumbs import Thumbnails
+from longwatch.app.ui.webcam import BrowserCamSource
+from longwatch.app.ui.worker import IngestWorker, WorkerStatus
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
@@ -66,7 +66,7 @@ class Session:
         return worker.kind if worker else None
 
     def _memory(self) -> Any:
-        from memory.stream import MemoryStream
+        from longwatch.memory.stream import MemoryStream
 
         self._generation += 1
         return MemoryStream(self.bb, self.cfg.memory, stream_id=f"{self.id}-{self._generation}")
@@ -95,7 +95,7 @@ class Session:
         return self._replace("upload", self._file_stream(path))
 
     def _file_stream(self, path: str) -> Any:
-        from ingest import open_stream
+        from longwatch.ingest import open_stream
 
         return open_stream(path, dataclasses.replace(self.cfg.ingest, realtime=False))
 
@@ -109,14 +109,14 @@ class Session:
 
     def start_url(self, url: str) -> IngestWorker:
         """Ingest a network stream (already checked by app.ui.validate.check_url); it connects in the background."""
-        from ingest import open_stream
+        from longwatch.ingest import open_stream
 
         self.touch()
         return self._replace("url", open_stream(url, self.cfg.ingest))
 
     def start_webcam(self) -> IngestWorker:
         """Ingest frames the page pushes through push_webcam()."""
-        from ingest import PatchStream
+        from longwatch.ingest import PatchStream
 
         self.touch()
         cam = BrowserCamSource()

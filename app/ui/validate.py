@@ -6,7 +6,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from ingest.uri import redact
+from longwatch.ingest.uri import redact
 
 
 class InputRejected(ValueError):

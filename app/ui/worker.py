@@ -10,10 +10,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.schema import ConfigError
-from app.ui.thumbs import Thumbnails
-from app.ui.timelinks import format_clock
-from ingest import IngestError
+from longwatch.app.schema import ConfigError
+from longwatch.app.ui.thumbs import Thumbnails
+from longwatch.app.ui.timelinks import format_clock
+from longwatch.ingest import IngestError
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from eval.formats.offline import load_flat, load_videomme_template
-from eval.formats.ovobench import load_ovobench
-from eval.formats.rekv import load_rekv
-from eval.formats.schema import Bench, BenchFormatError, Question, Video
-from eval.formats.streamingbench import load_streamingbench
-from eval.formats.vnbench import load_vnbench
+from longwatch.eval.formats.offline import load_flat, load_videomme_template
+from longwatch.eval.formats.ovobench import load_ovobench
+from longwatch.eval.formats.rekv import load_rekv
+from longwatch.eval.formats.schema import Bench, BenchFormatError, Question, Video
+from longwatch.eval.formats.streamingbench import load_streamingbench
+from longwatch.eval.formats.vnbench import load_vnbench
 
 __all__ = ["Bench", "BenchFormatError", "FORMATS", "Question", "Video", "detect_format", "load_bench", "load_benches"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from eval.formats.schema import Bench, Question, group_videos, letter_index, strip_letter
+from longwatch.eval.formats.schema import Bench, Question, group_videos, letter_index, strip_letter
 
 # MLVU question_type -> folder of its videos in the MLVU tree.
 MLVU_FOLDERS = {"plotQA": "1_plotQA", "findNeedle": "2_needle", "ego": "3_ego", "count": "4_count",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.formats.schema import Bench, Question, group_videos, video_id_of
+from longwatch.eval.formats.schema import Bench, Question, group_videos, video_id_of
 
 TRACKS = {
     "backward": ("EPM", "ASI", "HLD"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eval.formats.schema import LETTERS, Question
+from longwatch.eval.formats.schema import LETTERS, Question
 
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 

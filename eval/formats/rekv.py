@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.formats.schema import Bench, Question, group_videos, hms_to_s, letter_index
+from longwatch.eval.formats.schema import Bench, Question, group_videos, hms_to_s, letter_index
 
 # ActivityNet-QA README: question_type ids.
 ACTIVITYNET_TYPES = ("motion", "spatial", "temporal", "yes_no", "color", "object", "location", "number", "other")

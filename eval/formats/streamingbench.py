@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.formats.schema import Bench, Question, group_videos, hms_to_s, letter_index, parse_window, strip_letter, video_id_of
+from longwatch.eval.formats.schema import Bench, Question, group_videos, hms_to_s, letter_index, parse_window, strip_letter, video_id_of
 
 
 def _entries(data: list) -> tuple[list[dict], bool]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eval.formats.schema import Bench, Question, group_videos, letter_index, video_id_of
+from longwatch.eval.formats.schema import Bench, Question, group_videos, letter_index, video_id_of
 
 _OPTION = re.compile(r"^([A-J])\. (.*)$")
 

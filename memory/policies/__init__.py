@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from memory.config import MemoryConfig
-from memory.policies.base import Exit, Policy, Selection
-from memory.policies.full import FullPolicy
-from memory.policies.infinipot import InfiniPotPolicy
-from memory.policies.rekv import ReKVPolicy
-from memory.policies.sliding import SlidingPolicy
-from memory.policies.streammem import StreamMemPolicy
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.policies.base import Exit, Policy, Selection
+from longwatch.memory.policies.full import FullPolicy
+from longwatch.memory.policies.infinipot import InfiniPotPolicy
+from longwatch.memory.policies.rekv import ReKVPolicy
+from longwatch.memory.policies.sliding import SlidingPolicy
+from longwatch.memory.policies.streammem import StreamMemPolicy
 
 REGISTRY: dict[str, type[Policy]] = {
     "full": FullPolicy,

@@ -7,8 +7,8 @@ from enum import Enum
 
 import torch
 
-from memory.block import Block
-from memory.config import MemoryConfig
+from longwatch.memory.block import Block
+from longwatch.memory.config import MemoryConfig
 
 
 class Exit(str, Enum):

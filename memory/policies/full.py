@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memory.config import MemoryConfig
-from memory.policies.base import Exit, Policy
+from longwatch.memory.config import MemoryConfig
+from longwatch.memory.policies.base import Exit, Policy
 
 
 class FullPolicy(Policy):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from memory.policies.base import Exit, Policy
+from longwatch.memory.policies.base import Exit, Policy
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

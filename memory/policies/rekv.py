@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from memory.policies.base import Exit, Policy, Selection
-from memory.retrieval import combine_layers, top_k
+from longwatch.memory.policies.base import Exit, Policy, Selection
+from longwatch.memory.retrieval import combine_layers, top_k
 
 
 class ReKVPolicy(Policy):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.policies.base import Exit, Policy
+from longwatch.memory.policies.base import Exit, Policy
 
 
 class SlidingPolicy(Policy):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from memory.policies.base import Exit, Policy
+from longwatch.memory.policies.base import Exit, Policy
 
 
 def proxy_attention_scores(keys: torch.Tensor, proxy_queries: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Package data: the commented default configuration (default.yaml), read with importlib.resources."""
