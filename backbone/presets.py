@@ -43,6 +43,11 @@ _TINY = dict(
 PRESETS = ("tiny", *_REAL)
 
 
+def is_random_preset(name: str) -> bool:
+    """True for the presets with random weights (tiny, random-*): their answers carry no meaning."""
+    return name == "tiny" or name in _REAL
+
+
 def preset_config(name: str):
     """A `Qwen3VLConfig` for preset `name` (tiny, random-2b, random-4b, random-8b)."""
     from transformers import Qwen3VLConfig
