@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from longwatch.backbone.preprocess import resize_frames, snap_frame_size
+from longwatch.ingest.resize import resize_frames, snap_frame_size
 
 
 class PatchBuilder:

@@ -11,7 +11,7 @@ import numpy as np
 class TemporalPatch:
     """Two sampled frames at the stream's fixed per-frame size: one Qwen3-VL temporal patch.
 
-    frames: uint8 [2, H, W, 3] RGB, H and W multiples of 32 (resized with backbone.preprocess.resize_frames).
+    frames: uint8 [2, H, W, 3] RGB, H and W multiples of 32 (resized with ingest.resize.resize_frames).
     pts: presentation times of the two frames, seconds, monotonic across the stream.
     t_start = pts[0]; t_end = pts[1] + 1/fps: the span of the stream this patch stands for.
     gap_before: seconds of stream missing right before this patch (a reconnect), 0 if none.

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from longwatch.backbone.preprocess import patchify, preprocess_patch, resize_frames, snap_frame_size, vision_tokens
+from longwatch.backbone.preprocess import FACTOR, patchify, preprocess_patch, vision_tokens
+from longwatch.ingest.resize import MULTIPLE, resize_frames, snap_frame_size
 
 
 def _pattern(h: int, w: int) -> np.ndarray:
@@ -25,6 +26,11 @@ def _pattern(h: int, w: int) -> np.ndarray:
 ])
 def test_snap_frame_size(h, w, spec, expected):
     assert snap_frame_size(h, w, spec) == expected
+
+
+def test_ingest_snaps_to_what_the_backbone_patchifies():
+    # ingest resizes frames before the backbone sees them: its multiple is the ViT patch times the merge
+    assert MULTIPLE == FACTOR == 32
 
 
 def test_token_counts_match_design():

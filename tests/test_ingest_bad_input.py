@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from longwatch.backbone.preprocess import snap_frame_size
+from longwatch.ingest.resize import snap_frame_size
 from longwatch.ingest import IngestConfig, open_stream
 from longwatch.ingest.errors import IngestError
 from longwatch.ingest.readers import READERS

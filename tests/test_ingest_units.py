@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from longwatch.backbone.preprocess import resize_frames, snap_frame_size
+from longwatch.ingest.resize import resize_frames, snap_frame_size
 from longwatch.ingest.buffer import BoundedBuffer, Closed
 from longwatch.ingest.clock import MAX_DRIFT_S, LiveClock
 from longwatch.ingest.errors import IngestError
@@ -59,7 +59,7 @@ def test_patch_builder_pairs_at_a_fixed_size_chosen_from_the_first_frame():
     frames, pts = b.add(f1, 0.5)
     size = snap_frame_size(480, 640, "224")
     assert frames.shape == (2, *size, 3) and frames.dtype == np.uint8 and pts == (0.0, 0.5)
-    # exactly backbone.preprocess.resize_frames (the Qwen3-VL processor's resize)
+    # exactly ingest.resize.resize_frames (the Qwen3-VL processor's resize)
     expect = resize_frames(f0[None], size)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(frames[0], expect)
     assert b.add(f0, 1.0) is None
