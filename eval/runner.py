@@ -101,7 +101,7 @@ def npy_patches(path: str, frame_size: str, fps: float = 1.0) -> Iterable[Any]:
     """Pre-extracted frames [N, H, W, 3] uint8 at `fps` (ReKV's .npy convention) as TemporalPatches."""
     import numpy as np
 
-    from longwatch.backbone.preprocess import resize_frames, snap_frame_size
+    from longwatch.ingest.resize import resize_frames, snap_frame_size
     from longwatch.ingest.types import TemporalPatch
 
     frames = np.load(path, mmap_mode="r")
@@ -285,7 +285,8 @@ def memory_stream_factory(backbone: Any) -> StreamFactory:
 
 def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
     """Check a memory config against a video's frame size the way a stream does at its first patch."""
-    from longwatch.backbone.preprocess import snap_frame_size, vision_tokens
+    from longwatch.backbone.preprocess import vision_tokens
+    from longwatch.ingest.resize import snap_frame_size
     from longwatch.ingest.probe import probe
     from longwatch.memory.budget import plan_device
 
