@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from longwatch.app.sample_video import WORDS, draw_frame
+from longwatch.eval.sample_video import WORDS, draw_frame
 from longwatch.ingest.resize import snap_frame_size
 from longwatch.ingest.types import TemporalPatch
 

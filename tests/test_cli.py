@@ -10,7 +10,7 @@ import time
 import av
 import pytest
 
-from longwatch.app.sample_video import make_sample_video
+from longwatch.eval.sample_video import make_sample_video
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import re
 import psutil
 import pytest
 
-from longwatch.app.sample_video import make_sample_video
+from longwatch.eval.sample_video import make_sample_video
 from tests.ingest_fixtures import RtspServer, free_port, make_video, require_rtsp
 from tests.ui_browser import (
     CHROMIUM,

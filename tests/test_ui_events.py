@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from longwatch.app.config import load_config
-from longwatch.app.sample_video import make_sample_video
+from longwatch.eval.sample_video import make_sample_video
 from longwatch.app.ui.events import Handlers
 from longwatch.app.ui.sessions import Session, SessionManager
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from longwatch.app.config import load_config
-from longwatch.app.sample_video import make_sample_video
+from longwatch.eval.sample_video import make_sample_video
 from longwatch.app.ui.sessions import Session, SessionLimit, SessionManager
 
 CFG = load_config(None, {"ingest.frame_size": "128", "model.max_new_tokens": 8, "memory.window_blocks": 4,

@@ -25,7 +25,7 @@ def demo_video_path() -> Path:
 
 def ensure_demo_video() -> tuple[Path, list]:
     """Generate (once) the 40-second sample video with signs at known times."""
-    from longwatch.app.sample_video import make_sample_video, plan_signs
+    from longwatch.eval.sample_video import make_sample_video, plan_signs
 
     path = demo_video_path()
     if path.is_file():
