@@ -50,6 +50,12 @@ class FidelityUnavailable(RuntimeError):
     user_facing = True
 
 
+class VideosNotFound(FileNotFoundError):
+    """Annotated videos missing from --videos; the CLI prints it as one line, exit status 2."""
+
+    user_facing = True
+
+
 @dataclass
 class RunOptions:
     policies: list[str]
@@ -167,9 +173,7 @@ class Runner:
                 path = resolve_video(video.video_path, vdir, Path(bench.source).parent)
                 (plan.append((bench, video, path)) if path else missing.append(video.video_path))
         if missing:
-            from longwatch.app.cli import UserError
-
-            raise UserError(f"{len(missing)} video(s) not found under {videos_dir or 'the annotation folder'}, "
+            raise VideosNotFound(f"{len(missing)} video(s) not found under {videos_dir or 'the annotation folder'}, "
                             f"e.g. {', '.join(missing[:3])} (point --videos at the folder that holds them)")
         return plan
 

@@ -15,7 +15,7 @@ from longwatch.app.cli import UserError
 from longwatch.app.config import load_config
 from longwatch.eval.formats import load_bench
 from longwatch.eval.report import write_report
-from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, fidelity_factory
+from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, VideosNotFound, fidelity_factory
 from longwatch.ingest.types import TemporalPatch
 
 
@@ -182,7 +182,7 @@ def test_missing_videos_are_named(tmp_path):
     p = tmp_path / "b.json"
     p.write_text(json.dumps([{"video_id": "v", "video_path": "gone/v.mp4", "conversations": [
         {"question": "q", "answer": "a"}]}]))
-    with pytest.raises(UserError, match=r"1 video\(s\) not found .* gone/v\.mp4"):
+    with pytest.raises(VideosNotFound, match=r"1 video\(s\) not found .* gone/v\.mp4"):
         make_runner({}, lambda q, s: "", []).run([load_bench(p)], tmp_path, RunOptions(["full"], progress=False))
 
 
