@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from longwatch.app.schema import ConfigError, format_bytes
+from longwatch.memory.schema import ConfigError, format_bytes
 from longwatch.memory.config import MemoryConfig
 
 TIMESTAMP_TOKENS_MAX = 12

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from longwatch.app.schema import ConfigError
+from longwatch.memory.schema import ConfigError
 from longwatch.ingest.types import TemporalPatch
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.stream import MemoryStream
