@@ -129,7 +129,9 @@ def test_indexes_score_all_blocks_per_layer(cls):
     ("I waited 5 seconds, then what?", None, []),
 ])
 def test_time_parser(question, now, expected):
-    assert parse_time_ranges(question, now) == pytest.approx(expected)
+    got = parse_time_ranges(question, now)
+    assert len(got) == len(expected)  # pytest 9's approx takes no nested tuples: compare them flat
+    assert [t for r in got for t in r] == pytest.approx([t for r in expected for t in r])
 
 
 def test_parse_clock_units():
