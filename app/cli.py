@@ -10,7 +10,14 @@ import os
 import sys
 from typing import Any
 
-from longwatch.app.schema import ConfigError
+from longwatch import __version__
+from longwatch.app.config import Config
+from longwatch.backbone.presets import is_random_preset
+from longwatch.eval.flags import add_config_flags
+from longwatch.eval.flags import config_from_args as run_config_from_args
+from longwatch.memory.schema import ConfigError
+
+__all__ = ["COMMANDS", "UserError", "Verbs", "add_config_flags", "config_from_args", "main", "warn_if_random_weights"]
 
 # verb -> module in app.commands; each module has add_parser(subparsers) and run(args) -> int.
 COMMANDS = {
@@ -21,6 +28,7 @@ COMMANDS = {
     "bench": "bench",
     "eval": "eval_cmd",
     "make-bench": "make_bench",
+    "train": "train",
 }
 
 
@@ -30,47 +38,37 @@ class UserError(Exception):
     user_facing = True
 
 
-def add_config_flags(p: argparse.ArgumentParser, *, model: bool = True, ingest: bool = True,
-                     memory: bool = True) -> None:
-    """Flags shared by the verbs; each overrides the matching key of the YAML config."""
-    p.add_argument("--config", help="YAML config file (default: configs/default.yaml)")
-    if model:
-        g = p.add_argument_group("model")
-        g.add_argument("--model", dest="model.name", metavar="M",
-                       help="preset (tiny, random-2b, random-4b, random-8b), HF hub id or local folder")
-        g.add_argument("--dtype", dest="model.dtype", help="auto, float32, bfloat16, float16")
-        g.add_argument("--device", dest="model.device", help="auto, cpu, cuda, cuda:N")
-        g.add_argument("--attn", dest="model.attn", help="auto, sdpa, eager, flash_attention_2")
-        g.add_argument("--max-new-tokens", dest="model.max_new_tokens", type=int, help="answer length cap")
-        g.add_argument("--temperature", dest="model.temperature", type=float, help="0 = greedy")
-        g.add_argument("--top-p", dest="model.top_p", type=float, help="nucleus mass when sampling")
-        g.add_argument("--seed", dest="model.seed", type=int, help="seed for preset weights and sampling")
-    if ingest:
-        g = p.add_argument_group("ingest")
-        g.add_argument("--fps", dest="ingest.fps", type=float, help="frames sampled per second (default 2)")
-        g.add_argument("--frame-size", dest="ingest.frame_size", metavar="S|HxW",
-                       help="per-frame size: S (SxS pixel budget, aspect kept) or HxW; multiples of 32")
-        g.add_argument("--reader", dest="ingest.reader", help="file reader: auto, pyav, decord, opencv")
-    if memory:
-        g = p.add_argument_group("memory")
-        g.add_argument("--policy", dest="memory.policy",
-                       help="full, sliding, rekv, infinipot, streammem")
-        g.add_argument("--device-budget", dest="memory.device_budget", metavar="B", help="e.g. 512MB, 2GiB")
-        g.add_argument("--host-budget", dest="memory.host_budget", metavar="B", help="e.g. 8GiB; 0 disables")
-        g.add_argument("--disk-budget", dest="memory.disk_budget", metavar="B", help="e.g. 100GB; 0 disables")
-        g.add_argument("--window", dest="memory.window_blocks", type=int, metavar="W",
-                       help="recent temporal patches attended when encoding and answering")
-        g.add_argument("--retrieve", dest="memory.retrieve_blocks", type=int, metavar="K",
-                       help="blocks retrieved per question")
+def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    """The whole config (with the `ui` section): --config's YAML plus every dotted flag given, then `extra`."""
+    return run_config_from_args(args, extra, Config)
 
 
-def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None):
-    """Load the YAML config and apply every dotted flag given on the command line."""
-    from longwatch.app.config import load_config
+def warn_if_random_weights(model_name: str) -> None:
+    """One stderr line when a verb answers with a random-weights preset (tiny, random-*): its answers mean nothing."""
+    if is_random_preset(model_name):
+        print(f"longwatch: warning: model {model_name!r} has random weights, so its answers are meaningless; "
+              "for real answers pass a checkpoint: --model Qwen/Qwen3-VL-2B-Instruct (or a local folder)",
+              file=sys.stderr, flush=True)
 
-    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
-    overrides.update(extra or {})
-    return load_config(getattr(args, "config", None), overrides)
+
+def _verbose_flag() -> argparse.ArgumentParser:
+    """-v as a parent of every verb, so it works after the verb too; SUPPRESS keeps a -v given before the verb."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress to stderr")
+    return p
+
+
+VERBOSE = _verbose_flag()
+
+
+class Verbs:
+    """The `COMMAND` subparsers, handed to each verb's add_parser: every parser made here also takes -v."""
+
+    def __init__(self, action: Any) -> None:
+        self.action = action
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[*kwargs.pop("parents", []), VERBOSE], **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="longwatch",
         description="Streaming long-video assistant with bounded memory on Qwen3-VL.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr (before or after the verb)")
+    parser.add_argument("--version", action="version", version=f"longwatch {__version__}")
+    sub = Verbs(parser.add_subparsers(dest="command", metavar="COMMAND"))
     for verb, module in COMMANDS.items():
         name = f"longwatch.app.commands.{module}"
         if importlib.util.find_spec(name) is None:  # verb not built in this checkout

@@ -1,4 +1,4 @@
-"""The whole configuration: YAML file plus CLI overrides, validated into frozen dataclasses."""
+"""The whole configuration: the run config of eval/config.py plus the UI server's section."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from longwatch.app.schema import ConfigError, build
-from longwatch.backbone.config import ModelConfig
-from longwatch.ingest.config import IngestConfig
-from longwatch.memory.config import MemoryConfig
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+from longwatch.eval.config import RunConfig
+from longwatch.eval.config import load_config as load_run_config
 
 
 @dataclass(frozen=True)
@@ -49,38 +42,15 @@ class UIConfig:
 
 
 @dataclass(frozen=True)
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
+class Config(RunConfig):
+    """The whole file: the run config (model, ingest, memory) and the app's `ui` section."""
+
     ui: UIConfig = field(default_factory=UIConfig)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
-    node[parts[-1]] = value
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load `path` (default configs/default.yaml), apply dotted `overrides` ({"memory.policy": "rekv"}), validate.
+    """Load `path` (default: the packaged configs/default.yaml), apply dotted `overrides`, validate every section.
 
     Raises ConfigError naming the bad key or value; a missing file or broken YAML is a ConfigError too.
     """
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
-    return build(Config, data)
+    return load_run_config(path, overrides, Config)

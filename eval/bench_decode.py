@@ -1,11 +1,11 @@
 """Decode benchmark: sampled frames/s and peak RSS of each file reader on a 10-minute 720p H.264 video.
 
-    longwatch bench decode                     # or: python -m eval.bench_decode
+    longwatch bench decode                     # or: python -m longwatch.eval.bench_decode
     longwatch bench decode --video my.mp4 --fps 2
 
 Each reader runs in its own subprocess (so peak RSS is its own) through ingest.readers, sampling by
 timestamp at --fps exactly as ingest does. The video is generated once (PyAV, libx264 veryfast,
-x264's default GOP) and cached. Results go to eval/results/decode_*.json with the machine, library
+x264's default GOP) and cached. Results go to --out (default ./runs/decode_*.json) with the machine, library
 versions and the exact command; the winner is ingest's `auto` reader.
 """
 
@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "eval" / "results"
 READER_NAMES = ("decord", "pyav", "opencv")
 
 
@@ -36,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runs per reader, interleaved; the median is reported (default 3)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longwatch" / "bench",
                         help="where the generated video is kept between runs")
-    parser.add_argument("--out", type=Path, help="result JSON (default eval/results/decode_720p_<minutes>min.json)")
+    parser.add_argument("--out", type=Path, help="result JSON (default ./runs/decode_720p_<minutes>min.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
@@ -93,8 +91,7 @@ def run_worker(reader: str, video: Path, fps: float) -> dict:
 
 def _run_one(reader: str, video: Path, fps: float) -> dict:
     proc = subprocess.run([sys.executable, "-m", "longwatch.eval.bench_decode", "--worker", reader, "--video", str(video),
-                           "--fps", str(fps)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           "--fps", str(fps)], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"reader": reader, "error": tail[0]}
@@ -159,6 +156,9 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         print(f"bench decode: unknown reader(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    from longwatch.eval.environment import results_dir
+
+    folder = results_dir(args.out.parent if args.out else None)  # writable, checked before the minutes of work
     video = args.video
     if video is None:
         video = args.cache_dir / f"testsrc2_720p30_{args.minutes:g}min_x264.mp4"
@@ -195,8 +195,7 @@ def main(args: argparse.Namespace) -> int:
                  "seek + colour conversion), median over the runs; peak_rss_mib: largest ru_maxrss of the "
                  "reader's own subprocess; decode_rss_mib: that minus the RSS after imports (numpy, PyAV, torch).",
     }
-    out = args.out or RESULTS / f"decode_720p_{args.minutes:g}min.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = args.out or folder / f"decode_720p_{args.minutes:g}min.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'reader':<8} {'kept fr/s':>10} {'decoded fr/s':>13} {'video s/s':>10} {'peak RSS MiB':>13} "
           f"{'decode RSS MiB':>15}")
@@ -206,11 +205,11 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(f"{r['reader']:<8} {r['kept_frames_per_s']:>10} {r['decoded_frames_per_s']:>13} "
                   f"{r['video_seconds_per_s']:>10} {r['peak_rss_mib']:>13} {r['decode_rss_mib']:>15}")
-    print(f"winner: {winner}  ->  {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    print(f"winner: {winner}  ->  {out}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_decode", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m longwatch.eval.bench_decode", description=__doc__.splitlines()[0])
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

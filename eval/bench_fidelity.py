@@ -12,19 +12,16 @@ import argparse
 import dataclasses
 import json
 
+from longwatch.eval.flags import add_config_flags
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from longwatch.app.cli import add_config_flags
-
     p.add_argument("--minutes", type=float, default=2.0, help="length of the synthetic stream (default 2)")
     p.add_argument("--answer-tokens", type=int, default=8, help="answer tokens compared per question")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", metavar="DIR", help="results folder (default eval/results/)")
-    add_config_flags(p)
+    p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     # --policy takes a comma-separated list here; it is split before the config is built
-    for action in p._actions:
-        if action.dest == "memory.policy":
-            action.help = "comma-separated policies (default full,sliding,rekv,infinipot,streammem)"
+    add_config_flags(p, policy_help="comma-separated policies (default full,sliding,rekv,infinipot,streammem)")
 
 
 def questions(minutes: float) -> list[str]:
@@ -36,10 +33,10 @@ def questions(minutes: float) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from longwatch.app.cli import config_from_args
     from longwatch.backbone.decode import Sampling
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import save_result
+    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.flags import config_from_args
     from longwatch.eval.fidelity import measure
     from longwatch.eval.synthetic import synthetic_patches
     from longwatch.memory.stream import MemoryStream
@@ -47,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
     policies = (getattr(args, "memory.policy", None) or "full,sliding,rekv,infinipot,streammem").split(",")
     setattr(args, "memory.policy", None)
     cfg = config_from_args(args)
+    out = results_dir(args.out)
     bb = Backbone.load(cfg.model)
     patches = list(synthetic_patches(args.minutes, cfg.ingest.fps, cfg.ingest.frame_size))
     segments = [bb.layout.prefix()] + [bb.patch_segment(p.frames, p.t_start, p.t_end, (p.height, p.width), p.t_mid)
@@ -71,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     result = {"model": cfg.model.name, "minutes": args.minutes, "patches": len(patches),
               "frame_size": cfg.ingest.frame_size, "summary": summary, "rows": rows,
               "memory_config": {k: getattr(cfg.memory, k) for k in cfg.memory.__dataclass_fields__ if k != "policy"}}
-    path = save_result(f"fidelity_{cfg.model.name}_{args.minutes:g}min", result, args.out)
+    path = save_result(f"fidelity_{cfg.model.name}_{args.minutes:g}min", result, out)
     if args.json:
         print(json.dumps({"summary": summary, "rows": rows, "saved": str(path)}))
     else:

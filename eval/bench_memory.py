@@ -9,14 +9,14 @@ import argparse
 import json
 import time
 
+from longwatch.eval.flags import add_config_flags
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from longwatch.app.cli import add_config_flags
-
     p.add_argument("--minutes", type=float, default=10.0, help="length of the synthetic stream (default 10)")
     p.add_argument("--memory-dir", metavar="DIR", help="also journal the memory to DIR (measures persistence cost)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", metavar="DIR", help="results folder (default eval/results/)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     p.add_argument("--sample-every", type=int, default=50, metavar="N", help="record tier bytes every N patches")
     add_config_flags(p)
 
@@ -28,14 +28,15 @@ def _rss() -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from longwatch.app.cli import config_from_args
-    from longwatch.app.schema import format_bytes
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import save_result
+    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.flags import config_from_args
     from longwatch.eval.synthetic import synthetic_patches
+    from longwatch.memory.schema import format_bytes
     from longwatch.memory.stream import MemoryStream
 
     cfg = config_from_args(args)
+    out = results_dir(args.out)
     rss_start = _rss()
     bb = Backbone.load(cfg.model)
     rss_model = _rss()
@@ -68,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         "memory_config": {k: getattr(cfg.memory, k) for k in cfg.memory.__dataclass_fields__},
         "timeline": timeline,
     }
-    path = save_result(f"memory_{cfg.model.name}_{cfg.memory.policy}_{args.minutes:g}min", result, args.out)
+    path = save_result(f"memory_{cfg.model.name}_{cfg.memory.policy}_{args.minutes:g}min", result, out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "timeline"} | {"saved": str(path)}))
     else:

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=20, help="questions timed per size")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", metavar="DIR", help="results folder (default eval/results/)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
 
 
 def _time(index, queries) -> float:
@@ -34,9 +34,10 @@ def _time(index, queries) -> float:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from longwatch.eval.environment import save_result
+    from longwatch.eval.environment import results_dir, save_result
     from longwatch.memory.index import FaissIndex, TorchIndex
 
+    out = results_dir(args.out)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     rows = []
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{row['faiss_backend']} {row['faiss_query_ms']:8.2f} ms/question "
                   f"(add {row['torch_add_ms_per_block']:.3f} / {row['faiss_add_ms_per_block']:.3f} ms per block)")
     path = save_result(f"retrieval_{device.type}", {"device": str(device), "layers": args.layers, "dim": args.dim,
-                                                      "rows": rows}, args.out)
+                                                      "rows": rows}, out)
     if args.json:
         print(json.dumps({"rows": rows, "saved": str(path)}))
     else:

@@ -16,22 +16,18 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
+
+from longwatch.eval.flags import add_config_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from longwatch.app.cli import add_config_flags
-
     p.add_argument("--minutes", default="1,5,10", help="stream lengths to measure at, comma-separated (default 1,5,10)")
     p.add_argument("--streams", default="1", help="concurrent streams, comma-separated counts (default 1)")
     p.add_argument("--answer-tokens", type=int, default=16, help="tokens decoded per question (default 16)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", metavar="DIR", help="results folder (default eval/results/)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     p.add_argument("--name", help="result file name (default speed_<model>_<device>)")
-    add_config_flags(p)
-    for action in p._actions:
-        if action.dest == "memory.policy":
-            action.help = "comma-separated policies (default full,rekv)"
+    add_config_flags(p, policy_help="comma-separated policies (default full,rekv)")
 
 
 def _sync(device) -> None:
@@ -176,15 +172,16 @@ def plot(runs: list[dict], path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from longwatch.app.cli import config_from_args
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import RESULTS, save_result
+    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.flags import config_from_args
 
     policies = [p.strip() for p in (getattr(args, "memory.policy", None) or "full,rekv").split(",")]
     setattr(args, "memory.policy", None)
     lengths = [float(m) for m in args.minutes.split(",")]
     counts = [int(n) for n in args.streams.split(",")]
     cfg = config_from_args(args)
+    folder = results_dir(args.out)
     bb = Backbone.load(cfg.model)
     peak, peak_src = peak_flops(bb.device, bb.dtype)
     runs = []
@@ -199,8 +196,6 @@ def main(args: argparse.Namespace) -> int:
                       f" x{r['flat_ratio_median']:.2f}), MFU {r['mfu']:.2%};"
                       f" TTFT {cps}")
     name = args.name or f"speed_{cfg.model.name}_{bb.device.type}"
-    folder = args.out or RESULTS
-    Path(folder).mkdir(parents=True, exist_ok=True)
     png = f"{folder}/{name}.png"
     plot(runs, png)
     summary = {f"{r['policy']}x{r['streams']}": {k: r[k] for k in ("frames_per_s", "flat_ratio", "flat_ratio_median", "mfu")}

@@ -1,4 +1,8 @@
-"""Where a benchmark ran: machine, library versions, the exact command; and saving results under eval/results/."""
+"""Where a benchmark ran: machine, library versions, the exact command; and saving results where --out says.
+
+Without --out, results go to ./runs under the current directory, never into the installed package
+(the figures the README cites are committed under eval/results/; `make bench-cpu` writes them there).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,30 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("runs")
+"""Where results go without --out: relative, so under the current directory."""
+
+
+class OutputNotWritable(OSError):
+    """--out cannot be created or written; the CLI prints it as one line, exit status 2."""
+
+    user_facing = True
+
+
+def results_dir(out: str | Path | None = None) -> Path:
+    """The results folder: `out`, else ./runs; created, and checked writable before any work starts."""
+    folder = Path(out) if out else DEFAULT_OUT
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputNotWritable(f"cannot write to the output folder {folder}: {e.strerror or e} "
+                                "(give --out a folder you can write to)") from None
+    return folder
 
 
 def machine() -> dict:
@@ -67,9 +92,8 @@ def provenance() -> dict:
 
 
 def save_result(name: str, payload: dict, out_dir: str | Path | None = None) -> Path:
-    """Write payload plus machine/versions/command/date to eval/results/<name>.json; returns the path."""
-    folder = Path(out_dir) if out_dir else RESULTS
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write payload plus machine/versions/command/date to <out_dir or ./runs>/<name>.json; returns the path."""
+    folder = results_dir(out_dir)
     record = {"benchmark": name, **provenance(), **payload}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")

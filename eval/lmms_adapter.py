@@ -1,7 +1,7 @@
 """lmms-eval model `longwatch`: video tasks answered from longwatch's streaming memory, one stream per video.
 
     pip install -e '.[lmms]'
-    python -c "import eval.lmms_adapter as a; a.register()"     # or rely on the entry point
+    python -c "import longwatch.eval.lmms_adapter as a; a.register()"     # or rely on the entry point
     lmms-eval --model longwatch --model_args model=tiny,policy=rekv,frame_size=448 --tasks videomme ...
 
 lmms-eval is imported only when the model class is first used, so longwatch never needs it. Requests
@@ -73,7 +73,7 @@ def _build_class() -> type:
         def __init__(self, config: str | None = None, stream_factory: Callable | None = None,
                      open_patches: Callable | None = None, **kwargs: Any) -> None:
             super().__init__()
-            from longwatch.app.config import load_config
+            from longwatch.eval.config import load_config
 
             self.cfg = load_config(config, config_overrides(kwargs))
             if stream_factory is None:

@@ -64,7 +64,7 @@ def _fmt(v: Any, kind: str = "") -> str:
     if v is None:
         return "-"
     if kind == "bytes":
-        from longwatch.app.schema import format_bytes
+        from longwatch.memory.schema import format_bytes
 
         return format_bytes(v)
     if kind == "ms":

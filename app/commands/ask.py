@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from longwatch.app.cli import UserError, add_config_flags, config_from_args
+from longwatch.app.cli import UserError, add_config_flags, config_from_args, warn_if_random_weights
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from longwatch.app.streaming import answer_dict, open_memory, stream_into
     from longwatch.backbone.model import Backbone
 
+    warn_if_random_weights(cfg.model.name)
     bb = Backbone.load(cfg.model)
     memory = open_memory(bb, cfg, args.memory_dir)
     try:

@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+from longwatch.app.cli import Verbs
+
 # name -> module; only modules present in this checkout are registered.
 BENCHES = {
     "decode": "longwatch.eval.bench_decode",
@@ -18,9 +20,9 @@ BENCHES = {
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="run a benchmark (results under eval/results/)",
-                              description="Run one benchmark; each writes JSON under eval/results/.")
-    sub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
+    p = subparsers.add_parser(name, help="run a benchmark (results under --out, default ./runs)",
+                              description="Run one benchmark; each writes JSON (and plots) to --out, default ./runs.")
+    sub = Verbs(p.add_subparsers(dest="bench", metavar="NAME", required=True))
     for bench, module in BENCHES.items():
         if importlib.util.find_spec(module) is None:
             continue

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from longwatch.app.cli import add_config_flags, config_from_args
+from longwatch.app.cli import add_config_flags, config_from_args, warn_if_random_weights
 
 BANNER = (
     "longwatch demo: the `tiny` preset has RANDOM weights, so its answers are meaningless; the demo shows\n"
@@ -54,8 +54,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, {"model.name": getattr(args, "model.name", None) or "tiny"})
     video, signs = ensure_demo_video()
+    warn_if_random_weights(cfg.model.name)
     if not args.json:
-        print(BANNER, end="\n\n")
         print(f"sample video: {video} ({', '.join(f'{s.text} at {s.t_start:.0f}-{s.t_end:.0f}s' for s in signs)})")
     bb = Backbone.load(cfg.model)
     memory = open_memory(bb, cfg, stream_id="demo")
@@ -89,14 +89,14 @@ def run_ui(args: argparse.Namespace) -> int:
     from longwatch.app.commands.ui import auth_from_args
     from longwatch.app.ui.layout import demo_banner
     from longwatch.app.ui.server import serve
-    from longwatch.backbone.presets import PRESETS
+    from longwatch.backbone.presets import is_random_preset
 
     cfg = config_from_args(args, {"model.name": getattr(args, "model.name", None) or "tiny"})
     auth = auth_from_args(args)
     video, signs = ensure_demo_video()
     print(f"sample video: {video} ({', '.join(f'{s.text} at {s.t_start:.0f}-{s.t_end:.0f}s' for s in signs)})")
     # the banner is about random weights: a real checkpoint passed with --model gets none
-    banner = demo_banner(cfg.model.name) if cfg.model.name in PRESETS else None
+    banner = demo_banner(cfg.model.name) if is_random_preset(cfg.model.name) else None
     serve(cfg, auth=auth, preload=str(video), banner=banner)
     return 0
 

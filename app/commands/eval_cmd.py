@@ -6,10 +6,9 @@ import argparse
 import importlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from longwatch.app.cli import UserError, add_config_flags, config_from_args
+from longwatch.app.cli import UserError, add_config_flags, config_from_args, warn_if_random_weights
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -26,7 +25,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="memory policies to compare, comma-separated (default: the config's)")
     p.add_argument("--budget", metavar="B[,B...]",
                    help="device-tier byte budgets to sweep, comma-separated (e.g. 64MB,256MB; default: the config's)")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: runs/eval-YYYYmmdd-HHMMSS)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: ./runs/eval-YYYYmmdd-HHMMSS)")
     p.add_argument("--dry-run", action="store_true", help="parse and validate only; print counts per task")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--max-videos", type=int, metavar="N", help="only the first N videos of each file")
@@ -57,7 +56,7 @@ def _policies(args: argparse.Namespace, default: str) -> list[str]:
 
 
 def _budgets(spec: str | None) -> list[int | None]:
-    from longwatch.app.schema import parse_bytes
+    from longwatch.memory.schema import parse_bytes
 
     if not spec:
         return [None]
@@ -106,11 +105,14 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(benches, args.json)
 
     from longwatch.backbone.model import Backbone
+    from longwatch.eval.environment import provenance, results_dir
     from longwatch.eval.report import markdown, write_report
     from longwatch.eval.runner import (RunOptions, Runner, budget_preflight, fidelity_factory, memory_stream_factory,
                              open_patches_default)
 
     judge = _judge(args.judge)
+    out = results_dir(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")  # writable before any work
+    warn_if_random_weights(cfg.model.name)
     if args.fidelity:
         fidelity_factory(None, cfg)  # fail before the model loads when eval/fidelity.py is missing
     backbone = Backbone.load(cfg.model)
@@ -120,10 +122,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = runner.run(benches, videos, RunOptions(policies, budgets, args.fidelity, judge, args.max_videos,
                                                     progress=not args.no_progress))
-    out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    from longwatch.app.schema import as_dict
-
-    from longwatch.eval.environment import provenance
+    from longwatch.memory.schema import as_dict
 
     meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),
             "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0}

@@ -53,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
     from longwatch.app.ui.server import serve
 
     cfg = config_from_args(args)
-    serve(cfg, auth=auth_from_args(args))
+    serve(cfg, auth=auth_from_args(args))  # warns before loading a random-weights preset
     return 0

@@ -42,9 +42,11 @@ def serve(cfg: Any, auth: tuple[str, str] | None = None, preload: str | None = N
           banner: str | None = None) -> None:
     """Load cfg.model, then serve the UI until interrupted (binds cfg.ui.server_name, loopback by default)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from longwatch.app.cli import warn_if_random_weights
     from longwatch.backbone.model import Backbone
 
     check_port(cfg.ui.server_name, cfg.ui.server_port)  # fail in a second, not after loading a model
+    warn_if_random_weights(cfg.model.name)
     log.info("loading model %s", cfg.model.name)
     backbone = Backbone.load(cfg.model)
     demo, manager = create_app(cfg, backbone, preload, banner)
