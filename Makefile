@@ -1,39 +1,57 @@
 # The README's two Quickstart commands: `make test` and `make demo`. .ci/run calls `make test`.
+# Both create and use the virtual environment .venv in the checkout (a distribution's own Python is
+# externally managed, PEP 668); PY is the interpreter that creates it: `make test PY=/usr/bin/python3`.
 PY ?= python3
+VENV ?= .venv
+VPY = $(VENV)/bin/python
 # torch 2.13.0 first: on CPU machines it is the CPU wheel, and a looser spec would pull CUDA packages.
-PIP_TORCH = $(PY) -m pip install -q torch==2.13.0
+PIP_TORCH = $(VPY) -m pip install -q torch==2.13.0
 
-.PHONY: install test demo bench-cpu bench-gpu
+.PHONY: venv install test demo bench-cpu bench-gpu
 
-install:
+# .venv, with PY's venv module (installed with apt-get when root and missing; otherwise one line says what to install)
+venv:
+	@bash .ci/make-venv.sh "$(PY)" "$(VENV)"
+
+install: venv
 	$(PIP_TORCH)
-	$(PY) -m pip install -q -e ".[cpu,test]"
+	$(VPY) -m pip install -q -e ".[cpu,test]"
 
 # Debian packages for the RTSP and browser tests are installed when we are root with apt-get;
-# otherwise those tests skip and name the missing package.
+# otherwise those tests skip and name the missing package. Then: the structural lint (private members,
+# import direction), the test suite, and the built wheel installed into a fresh venv outside the checkout.
 test: install
 	bash .ci/install-system-deps.sh
-	$(PY) -m pytest
+	bash .ci/lint.sh "$(VENV)"
+	$(VPY) -m pytest
+	bash .ci/check-wheel.sh "$(PY)"
 
-demo:
+demo: venv
 	$(PIP_TORCH)
-	$(PY) -m pip install -q -e ".[cpu]"
-	longwatch demo
+	$(VPY) -m pip install -q -e ".[cpu]"
+	$(VENV)/bin/longwatch demo
 
-# The README's benchmark figures. CPU: the tiny preset (speed, retrieval, memory, fidelity, eval report); GPU: random-8b in bf16 at 448x448 (needs a CUDA machine).
-bench-cpu:
-	$(PY) -m app bench speed --model tiny --frame-size 224 --minutes 1,10,30,60 --policy full,sliding,rekv,infinipot,streammem --device-budget 64MB
-	$(PY) -m app bench speed --model tiny --frame-size 224 --minutes 5 --policy rekv --streams 1,4 --device-budget 64MB --name speed_tiny_cpu_streams
-	$(PY) -m app bench retrieval --blocks 1000,5000,15000
-	$(PY) -m app bench memory --model tiny --minutes 10 --policy rekv --frame-size 224 --device-budget 8MB --host-budget 16MB --disk-budget 32MB
-	$(PY) -m app bench memory --model tiny --minutes 10 --policy infinipot --frame-size 224 --device-budget 8MB
-	$(PY) -m app bench fidelity --model tiny --minutes 3 --frame-size 224 --window 4 --retrieve 4 --device-budget 8MB --policy full,sliding,rekv,infinipot,streammem
-	$(PY) -m app make-bench --preset smoke --seed 0 --out runs/needlestream-smoke
-	$(PY) -m app eval --bench runs/needlestream-smoke --policy full,sliding,rekv,infinipot,streammem --frame-size 224 --fidelity --out eval/results/needlestream_smoke
-	$(PY) -m app eval --bench runs/needlestream-smoke --policy sliding,infinipot,streammem --budget 2MB,2.5MB,3MB,4MB,8MB --window 2 --frame-size 224 --fidelity --out eval/results/needlestream_smoke_budgets
+# The README's benchmark figures, written to eval/results/ where the README cites them (without --out,
+# results go to ./runs). CPU: the tiny preset (speed, retrieval, memory, fidelity, eval report);
+# GPU: random-8b in bf16 at 448x448 (needs a CUDA machine).
+LW = $(VENV)/bin/longwatch
+FIGURES = eval/results
 
-bench-gpu:
-	$(PY) -m app bench speed --model random-8b --device cuda --frame-size 448 --minutes 10,60,240 --policy rekv,full --device-budget 24GiB --host-budget 96GiB
-	$(PY) -m app bench speed --model random-8b --device cuda --frame-size 448 --minutes 10 --policy rekv --streams 30 --device-budget 1GiB --host-budget 2GiB --name speed_random-8b_cuda_30streams
-	$(PY) -m app bench retrieval --device cuda --blocks 1000,10000,15000
-	$(PY) -m pytest -m gpu
+bench-cpu: install
+	$(LW) bench speed --model tiny --frame-size 224 --minutes 1,10,30,60 --policy full,sliding,rekv,infinipot,streammem --device-budget 64MB --out $(FIGURES)
+	$(LW) bench speed --model tiny --frame-size 224 --minutes 5 --policy rekv --streams 1,4 --device-budget 64MB --name speed_tiny_cpu_streams --out $(FIGURES)
+	$(LW) bench retrieval --blocks 1000,5000,15000 --out $(FIGURES)
+	$(LW) bench memory --model tiny --minutes 10 --policy rekv --frame-size 224 --device-budget 8MB --host-budget 16MB --disk-budget 32MB --out $(FIGURES)
+	$(LW) bench memory --model tiny --minutes 10 --policy infinipot --frame-size 224 --device-budget 8MB --out $(FIGURES)
+	$(LW) bench fidelity --model tiny --minutes 3 --frame-size 224 --window 4 --retrieve 4 --device-budget 8MB --policy full,sliding,rekv,infinipot,streammem --out $(FIGURES)
+	$(LW) make-bench --preset smoke --seed 0 --out runs/needlestream-smoke
+	$(LW) eval --bench runs/needlestream-smoke --policy full,sliding,rekv,infinipot,streammem --frame-size 224 --fidelity --out $(FIGURES)/needlestream_smoke
+	$(LW) eval --bench runs/needlestream-smoke --policy sliding,infinipot,streammem --budget 2MB,2.5MB,3MB,4MB,8MB --window 2 --frame-size 224 --fidelity --out $(FIGURES)/needlestream_smoke_budgets
+
+bench-gpu: venv
+	$(PIP_TORCH)
+	$(VPY) -m pip install -q -e ".[gpu,test]"
+	$(LW) bench speed --model random-8b --device cuda --frame-size 448 --minutes 10,60,240 --policy rekv,full --device-budget 24GiB --host-budget 96GiB --out $(FIGURES)
+	$(LW) bench speed --model random-8b --device cuda --frame-size 448 --minutes 10 --policy rekv --streams 30 --device-budget 1GiB --host-budget 2GiB --name speed_random-8b_cuda_30streams --out $(FIGURES)
+	$(LW) bench retrieval --device cuda --blocks 1000,10000,15000 --out $(FIGURES)
+	$(VPY) -m pytest -m gpu
