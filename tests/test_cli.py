@@ -7,9 +7,13 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import av
 import pytest
 
+import longwatch
+from longwatch.app.cli import build_parser, warn_if_random_weights
 from longwatch.eval.sample_video import make_sample_video
 
 
@@ -35,6 +39,9 @@ def test_ask_json_on_generated_video_under_a_minute(video):
     assert out["patches"] == 20 and 0 < out["tokens"] <= 8
     assert any(e["reason"] == "time" and e["t_start"] <= 5 < e["t_end"] for e in out["evidence"])
     assert elapsed < 60
+    # the tiny preset has random weights: exactly one stderr line says so and how to use a real checkpoint
+    warnings = [ln for ln in r.stderr.splitlines() if "random weights" in ln]
+    assert len(warnings) == 1 and "--model Qwen/Qwen3-VL-2B-Instruct" in warnings[0]
 
 
 def test_ask_streams_text_and_memory_dir_resumes(video, tmp_path):
@@ -65,6 +72,7 @@ def _zero_length(path):
     ("model", "unknown model"),
     ("folder", "no config.json"),
     ("config", "unknown config key"),
+    ("no-config", "leave --config out"),
 ])
 def test_bad_input_is_one_line_exit_2(video, tmp_path, case, needle):
     args = [str(video), "q?"]
@@ -82,6 +90,8 @@ def test_bad_input_is_one_line_exit_2(video, tmp_path, case, needle):
     elif case == "config":
         (tmp_path / "c.yaml").write_text("memory:\n  polcy: rekv\n")
         args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "no-config":
+        args += ["--config", str(tmp_path / "missing.yaml")]
     r = _run("ask", *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -107,3 +117,50 @@ def test_live_source_needs_seconds_and_never_prints_credentials():
     assert r.returncode == 2 and "--seconds" in r.stderr and "s3cret" not in r.stderr
     r = _run("ask", "rtsp://alice:s3cret@127.0.0.1:9/cam", "what is there?", "--seconds", "2")
     assert r.returncode == 2 and "refused" in r.stderr and "s3cret" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_version():
+    r = _run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"longwatch {longwatch.__version__}"
+
+
+@pytest.mark.parametrize("argv,verbose", [
+    (["-v", "ask", "clip.mp4", "q?"], True),
+    (["ask", "clip.mp4", "q?", "-v"], True),
+    (["ask", "-v", "clip.mp4", "q?"], True),
+    (["ask", "clip.mp4", "q?"], False),
+    (["bench", "speed", "--minutes", "1", "--verbose"], True),
+    (["-v", "bench", "speed"], True),
+    (["make-bench", "--out", "x", "-v"], True),
+])
+def test_verbose_before_or_after_the_verb(argv, verbose):
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_the_random_weights_warning_is_for_random_presets_only(capsys):
+    for name in ("tiny", "random-2b", "random-8b"):
+        warn_if_random_weights(name)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"model {name!r} has random weights" in err
+    for name in ("needle-tiny", "Qwen/Qwen3-VL-2B-Instruct", "/models/qwen3-vl"):
+        warn_if_random_weights(name)
+        assert capsys.readouterr().err == ""
+
+
+def test_an_unwritable_out_folder_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = _run("bench", "retrieval", "--blocks", "10", "--layers", "2", "--dim", "8", "--out", str(blocker / "out"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"longwatch: error: cannot write to the output folder {blocker / 'out'}")
+    assert "give --out a folder you can write to" in r.stderr
+
+
+def test_results_default_to_runs_under_the_current_directory(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "longwatch", "bench", "retrieval", "--blocks", "10", "--layers", "2",
+                        "--dim", "8", "--queries", "2", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    saved = Path(json.loads(r.stdout)["saved"])
+    assert (tmp_path / saved).resolve() == (tmp_path / "runs" / "retrieval_cpu.json").resolve()
