@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from longwatch.backbone.config import ModelConfig
-from longwatch.backbone.presets import PRESETS, preset_config
+from longwatch.backbone.presets import PRESETS, TRAINED_PRESETS, preset_config
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +120,22 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         tokenizer = load_offline_tokenizer()
         is_preset = True
     else:
-        path = Path(name).expanduser()
+        if name in TRAINED_PRESETS:  # shipped weights: built into a checkpoint folder once, then loaded as one
+            from longwatch.backbone.shipped import build_folder
+
+            path = build_folder(name)
+        else:
+            path = Path(name).expanduser()
         if path.exists():
             if not path.is_dir() or not (path / "config.json").is_file():
                 raise ModelLoadError(f"{name}: not a checkpoint folder (no config.json); use a preset "
-                                     f"({', '.join(PRESETS)}), a hub id or a folder with a Qwen3-VL checkpoint")
+                                     f"({', '.join(PRESETS + TRAINED_PRESETS)}), a hub id or a folder with a "
+                                     "Qwen3-VL checkpoint")
             source = str(path)
         elif _looks_like_hub_id(name):
             source = name
         else:
-            raise ModelLoadError(f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}), "
+            raise ModelLoadError(f"unknown model {name!r}: not a preset ({', '.join(PRESETS + TRAINED_PRESETS)}), "
                                  "not an existing folder, not a hub id like Qwen/Qwen3-VL-2B-Instruct")
         try:
             from transformers import AutoTokenizer

@@ -40,7 +40,22 @@ _TINY = dict(
     mrope_section=[6, 5, 5],
 )
 
+# needle-tiny: the architecture of the trained checkpoint (eval/train.py; weights shipped in
+# backbone/weights/needle-tiny.safetensors). Same family and layout as the real models, 4 text layers so
+# DeepStack lands after layers 0-2, 128x128 frames (16 vision tokens per patch).
+_NEEDLE_TINY = dict(
+    text=dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
+              num_key_value_heads=2, head_dim=32),
+    vision=dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=6, out_hidden_size=192,
+                deepstack_visual_indexes=[1, 2, 3], num_position_embeddings=1024),
+    tie=True,
+    mrope_section=[6, 5, 5],
+)
+_SPECS = {"tiny": _TINY, **_REAL, "needle-tiny": _NEEDLE_TINY}
+TRAINED_PRESETS = ("needle-tiny",)
+"""Presets with trained weights shipped in the package (loaded as a checkpoint folder built on first use)."""
 PRESETS = ("tiny", *_REAL)
+"""Presets with seeded random weights, built in memory."""
 
 
 def is_random_preset(name: str) -> bool:
@@ -48,18 +63,22 @@ def is_random_preset(name: str) -> bool:
     return name == "tiny" or name in _REAL
 
 
-def preset_config(name: str):
-    """A `Qwen3VLConfig` for preset `name` (tiny, random-2b, random-4b, random-8b)."""
+def preset_config(name: str, vocab_size: int = 151936, token_ids: dict[str, int] | None = None):
+    """A `Qwen3VLConfig` for preset `name` (tiny, random-2b/4b/8b, needle-tiny).
+
+    `vocab_size` and `token_ids` (image_token_id, video_token_id, vision_start_token_id, ...) override the
+    Qwen3 tokenizer's for training with a reduced vocabulary (eval/train.py).
+    """
     from transformers import Qwen3VLConfig
 
-    spec = _TINY if name == "tiny" else _REAL.get(name)
+    spec = _SPECS.get(name)
     if spec is None:
         raise KeyError(name)
     head_dim = spec["text"]["head_dim"]
     mrope = spec.get("mrope_section", [24, 20, 20])
     assert sum(mrope) == head_dim // 2, "mrope sections must cover head_dim / 2 rotary pairs"
     text = dict(
-        vocab_size=151936,
+        vocab_size=vocab_size,
         max_position_embeddings=262144,
         rms_norm_eps=1e-6,
         tie_word_embeddings=spec["tie"],
@@ -68,5 +87,6 @@ def preset_config(name: str):
         **spec["text"],
     )
     vision = dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
-                  in_channels=3, hidden_act="gelu_pytorch_tanh", **spec["vision"])
-    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=spec["tie"])
+                  in_channels=3, hidden_act="gelu_pytorch_tanh")
+    vision.update(spec["vision"])
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=spec["tie"], **(token_ids or {}))

@@ -106,3 +106,12 @@ class PromptLayout:
         pos, span = mrope_positions(types, [(h, w)], 0)
         return Segment(ids, types, pos, span, kind="patch", pixel_values=pixel_values, grid_thw=grid_thw,
                        t_start=t_start, t_end=t_end)
+
+
+def caption_prompt(notes: list[tuple[float, str]], question: str) -> str:
+    """A question answered from text memory: timed notes (what was seen when), then the question.
+
+    The layout the needle-tiny checkpoint was trained on and the text-memory policies ask with.
+    """
+    lines = "\n".join(f"{timestamp_text(t)} {text}" for t, text in notes)
+    return f"Notes of what was seen, with times:\n{lines}\n\n{question}"

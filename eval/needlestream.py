@@ -36,6 +36,11 @@ class Preset:
     units_per_minute: float
     """Needle groups (target sign + decoy sign + target shape + decoy shape) per minute."""
     flashes: tuple[int, int]
+    version: int = 1
+    """NeedleStream version: 1 (the original renderer) or 2 (larger, bolder sign text that 16-pixel ViT
+    patches of a 128x128 frame can read; train/held-out splits seeded apart, see `plan_video`)."""
+    single: bool = False
+    """One sign and nothing else that could be asked about: the time-free floor question."""
 
 
 PRESETS = {
@@ -44,7 +49,15 @@ PRESETS = {
                        flashes=(3, 8)),
     "long": Preset(videos=3, duration_s=(1200.0, 1800.0), size=(448, 448), fps=4, units_per_minute=0.25,
                    flashes=(5, 12)),
+    # Version 2, at the trained needle-tiny checkpoint's frame size (128x128).
+    "tiny": Preset(videos=200, duration_s=(24.0, 40.0), size=(128, 128), fps=8, units_per_minute=1.5,
+                   flashes=(2, 3), version=2),
+    "tiny-single": Preset(videos=200, duration_s=(20.0, 60.0), size=(128, 128), fps=8, units_per_minute=0.0,
+                          flashes=(0, 0), version=2, single=True),
 }
+SPLITS = {"heldout": 0, "train": 1}
+"""Version-2 plans are seeded from (seed, index, split): a training video can never be a held-out one,
+whatever seeds either side uses."""
 SIGN_S, SHAPE_S, FLASH_S, SEQ_STEP_S, MIN_GAP_S = 2.0, 2.0, 1.0, 1.5, 0.5
 
 
@@ -83,6 +96,8 @@ class VideoPlan:
     needles: list[Needle]
     questions: list[dict[str, Any]] = field(default_factory=list)
     motion_seed: int = 0
+    version: int = 1
+    split: str = "heldout"
 
 
 def _events(rng: np.random.Generator, units: int, flashes: int) -> list[Needle]:
@@ -212,15 +227,32 @@ def _empty_time_question(rng: np.random.Generator, needles: list[Needle], signs:
               min(end, t + float(rng.uniform(2.0, 6.0))), [], choices=choices, probe_time=t)
 
 
-def plan_video(preset: Preset, seed: int, index: int, name: str = "needle") -> VideoPlan:
-    rng = np.random.default_rng([seed, index])
+def _single_questions(rng: np.random.Generator, sign: Needle, duration: float) -> list[dict[str, Any]]:
+    """The floor: one sign in the whole video, asked about at the end without a time."""
+    choices, ans = _mc(rng, sign.word or "", [NO_SIGN] + list(rng.permutation(WORDS)))
+    end = round(duration - 0.01, 2)
+    return [_q("single", "mc", "What word was shown on the sign?", ans, end, [(sign.t0, sign.t1)], choices=choices)]
+
+
+def plan_video(preset: Preset, seed: int, index: int, name: str = "needle", split: str = "heldout") -> VideoPlan:
+    """Plan video `index` of a benchmark seeded `seed`; version-2 presets also seed from the split."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if preset.version == 1 and split != "heldout":
+        raise ValueError("NeedleStream version 1 has no training split")
+    rng = np.random.default_rng([seed, index] if preset.version == 1 else [seed, index, SPLITS[split]])
     duration = round(float(rng.uniform(*preset.duration_s)), 1)
-    units = max(1, round(preset.units_per_minute * duration / 60))
-    flashes = int(rng.integers(preset.flashes[0], preset.flashes[1] + 1))
-    needles = _place(rng, _events(rng, units, flashes), duration)
+    if preset.single:
+        word = str(rng.choice(WORDS))
+        needles = _place(rng, [Needle("sign0", "sign", 0, SIGN_S, word=word)], duration)
+    else:
+        units = max(1, round(preset.units_per_minute * duration / 60))
+        flashes = int(rng.integers(preset.flashes[0], preset.flashes[1] + 1))
+        needles = _place(rng, _events(rng, units, flashes), duration)
     plan = VideoPlan(f"{name}_{index:03d}", duration, preset.size, preset.fps, seed, needles,
-                     motion_seed=int(rng.integers(2**31)))
-    plan.questions = _questions(rng, needles, duration)
+                     motion_seed=int(rng.integers(2**31)), version=preset.version, split=split)
+    plan.questions = _single_questions(rng, needles[0], duration) if preset.single else \
+        _questions(rng, needles, duration)
     for i, q in enumerate(plan.questions):
         q["qid"] = f"{plan.video_id}/q{i}"
     return plan
@@ -236,6 +268,7 @@ def plan_bench(preset: str, seed: int) -> list[VideoPlan]:
 def annotation(plan: VideoPlan, preset: str, video_path: str) -> dict[str, Any]:
     """The ReKV-superset record for one planned video."""
     return {"video_id": plan.video_id, "video_path": video_path, "duration": plan.duration_s,
-            "needlestream": {"version": 1, "preset": preset, "seed": plan.seed, "fps": plan.fps,
+            "needlestream": {"version": plan.version, "preset": preset, "seed": plan.seed, "split": plan.split,
+                             "fps": plan.fps,
                              "size": list(plan.size), "needles": [asdict(n) for n in plan.needles]},
             "conversations": plan.questions}

@@ -71,11 +71,24 @@ def _sign(img: np.ndarray, word: str) -> None:
     cv2.putText(img, word, ((w - tw) // 2, (h + th) // 2), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
 
 
-def draw_needle(img: np.ndarray, n: Needle, t: float) -> None:
+def _sign_v2(img: np.ndarray, word: str) -> None:
+    """Version 2: the sign spans most of the frame and the letters are bold, so that at 128x128 a letter
+    covers about one 16x16 ViT patch (version 1's 20-pixel text was not learnable in short trials)."""
+    h, w = img.shape[:2]
+    x0, x1, y0, y1 = int(0.04 * w), int(0.96 * w), int(0.28 * h), int(0.72 * h)
+    cv2.rectangle(img, (x0, y0), (x1, y1), (255, 255, 255), -1)
+    font, thick = cv2.FONT_HERSHEY_DUPLEX, max(2, h // 40)
+    (tw, th), _ = cv2.getTextSize(word, font, 1.0, thick)
+    scale = min(0.86 * w / tw, 0.30 * h / th)
+    (tw, th), _ = cv2.getTextSize(word, font, scale, thick)
+    cv2.putText(img, word, ((w - tw) // 2, (h + th) // 2), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+
+def draw_needle(img: np.ndarray, n: Needle, t: float, version: int = 1) -> None:
     h, w = img.shape[:2]
     m = min(h, w)
     if n.kind == "sign":
-        _sign(img, n.word or "")
+        (_sign_v2 if version >= 2 else _sign)(img, n.word or "")
     elif n.kind == "shape":
         _shape(img, n.shape or "circle", COLORS[n.color or "red"], cell_center(n.cell or 0, (h, w)), int(0.11 * m))
     elif n.kind == "star":
@@ -101,7 +114,7 @@ def render_frame(plan: VideoPlan, t: float, background: np.ndarray | None = None
         cv2.line(img, (0, i * h // 3), (w, i * h // 3), (185, 185, 185), 1)
     for n in plan.needles:
         if n.t0 <= t < n.t1:
-            draw_needle(img, n, t)
+            draw_needle(img, n, t, plan.version)
     return img
 
 
@@ -135,13 +148,13 @@ def write_video(plan: VideoPlan, path: str | Path) -> None:
             container.mux(packet)
 
 
-def make_bench(preset: str, seed: int, out: str | Path, progress: bool = True) -> Path:
+def make_bench(preset: str, seed: int, out: str | Path, progress: bool = True, videos: int | None = None) -> Path:
     """Write `out`/annotations.json and `out`/videos/*.mp4; returns the annotation path."""
     from tqdm import tqdm
 
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    plans = plan_bench(preset, seed)
+    plans = plan_bench(preset, seed)[:videos]
     t0 = time.perf_counter()
     records = []
     for plan in tqdm(plans, desc=f"NeedleStream {preset}", unit="video", disable=not progress):

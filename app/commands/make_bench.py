@@ -18,6 +18,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="smoke: 2 short low-res videos (CI); standard: minutes; long: 20-30 min videos")
     p.add_argument("--seed", type=int, default=0, help="same seed, same benchmark")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for annotations.json and videos/")
+    p.add_argument("--videos", type=int, default=None, metavar="N", help="only the first N videos of the preset")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -27,7 +28,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from longwatch.eval.needlestream_render import make_bench
 
-    path = make_bench(args.preset, args.seed, args.out, progress=not args.no_progress)
+    path = make_bench(args.preset, args.seed, args.out, progress=not args.no_progress, videos=args.videos)
     records = json.loads(path.read_text())
     tasks = Counter(c["task"] for r in records for c in r["conversations"])
     summary = {"annotations": str(path), "videos": len(records), "questions": sum(tasks.values()),

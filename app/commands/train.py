@@ -1,0 +1,55 @@
+"""`longwatch train`: train the needle-tiny checkpoint on NeedleStream v2 (CPU), resumable, then export it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from longwatch.app.cli import UserError
+
+
+def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        name, help="train the small needle-tiny Qwen3-VL on NeedleStream (CPU, resumable)",
+        description="Train a small Qwen3-VL (real architecture, reduced vocabulary) on NeedleStream v2 videos "
+                    "drawn on the fly from training seeds; checkpoints to --out every few minutes and resumes "
+                    "from there; writes the compact checkpoint, a training curve and a run record.")
+    p.add_argument("--preset", default="needle-tiny", help="architecture to train (default needle-tiny)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and training videos")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="checkpoint folder (default runs/train/PRESET-seedN); an existing one is resumed")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="where the curve PNG and run JSON go (default: --out)")
+    p.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from longwatch.eval.train import TrainConfig, train
+    from longwatch.eval.train_report import finish
+
+    if args.preset != "needle-tiny":
+        raise UserError(f"--preset {args.preset}: only needle-tiny can be trained")
+    opts = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    try:
+        cfg = TrainConfig(preset=args.preset, seed=args.seed, threads=args.threads, **opts)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    out = Path(args.out or f"runs/train/{args.preset}-seed{args.seed}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror}); pick a writable folder") from None
+    try:
+        record = train(cfg, out, progress=True, resume=not args.fresh)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    finish(record, out, Path(args.results) if args.results else out)
+    return 0

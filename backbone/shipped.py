@@ -1,0 +1,157 @@
+"""The shipped needle-tiny checkpoint: one compact file in the package, rebuilt into a standard checkpoint
+folder (config.json, safetensors, Qwen3 tokenizer, generation_config.json) in the user's cache on first use.
+
+Compact format (safetensors, fp16): every weight of the model except the token embedding, plus
+`longwatch.embed_rows` [U, hidden] and `longwatch.token_ids` [U], the embedding rows of the U Qwen3 tokens
+the model was trained on. The rebuilt embedding holds those rows and zeros elsewhere, exactly as in
+training (eval/train.py), so the rebuilt model's logits are the trained model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+FORMAT = "longwatch-compact-1"
+EMBED_KEY = "model.language_model.embed_tokens.weight"
+ROWS, IDS = "longwatch.embed_rows", "longwatch.token_ids"
+MAX_BYTES = 16 * 2**20
+"""The repository's limit for the one shipped weights file."""
+
+
+class CheckpointError(RuntimeError):
+    """A shipped or built checkpoint is unusable; the message names the file or folder and the fix."""
+
+    user_facing = True
+
+
+def shipped_file(name: str) -> Path:
+    """The compact file of trained preset `name`, inside the installed package."""
+    return Path(str(resources.files("longwatch.backbone") / "weights" / f"{name}.safetensors"))
+
+
+def cache_root() -> Path:
+    """$LONGWATCH_CACHE, else $XDG_CACHE_HOME/longwatch, else ~/.cache/longwatch."""
+    if os.environ.get("LONGWATCH_CACHE"):
+        return Path(os.environ["LONGWATCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "longwatch"
+
+
+def write_compact(state: dict[str, torch.Tensor], token_ids: torch.Tensor, preset: str, path: Path,
+                  meta: dict | None = None) -> Path:
+    """Write the compact file from a reduced-vocabulary state dict whose embedding rows follow `token_ids`
+    (extra rows past len(token_ids), such as a frozen zero row, are dropped)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()
+               if k != EMBED_KEY and not k.startswith("lm_head.")}
+    tensors[ROWS] = state[EMBED_KEY][: len(token_ids)].detach().to(torch.float16).contiguous()
+    tensors[IDS] = token_ids.to(torch.int64).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "preset": preset, "meta": json.dumps(meta or {})})
+    os.replace(tmp, path)
+    if path.stat().st_size > MAX_BYTES:
+        raise CheckpointError(f"{path}: {path.stat().st_size / 2**20:.1f} MiB is over the 16 MiB limit")
+    return path
+
+
+def read_compact(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: the shipped checkpoint file is missing; reinstall longwatch") from None
+    except Exception as e:  # safetensors raises its own error types for a truncated or corrupt file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]}); "
+                              "reinstall longwatch or retrain with `longwatch train`") from None
+    if meta.get("format") != FORMAT or ROWS not in tensors or IDS not in tensors:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
+    return tensors, meta
+
+
+def full_state(tensors: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
+    """The full-vocabulary state dict: the compact weights plus the embedding with zeros off the trained rows."""
+    rows, ids = tensors[ROWS], tensors[IDS]
+    if ids.numel() and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
+        raise CheckpointError(f"token ids outside the vocabulary of {vocab_size}")
+    embed = torch.zeros(vocab_size, rows.shape[1], dtype=rows.dtype)
+    embed[ids] = rows
+    state = {k: v for k, v in tensors.items() if k not in (ROWS, IDS)}
+    state[EMBED_KEY] = embed
+    return state
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def build_folder(name: str, compact: Path | None = None, root: Path | None = None) -> Path:
+    """The checkpoint folder of trained preset `name`, built from its compact file if not yet in the cache.
+
+    Built in a temporary folder beside the target and renamed into place, so an interrupted or failed
+    build never leaves a half-written checkpoint behind.
+    """
+    compact = compact or shipped_file(name)
+    if not compact.is_file():
+        raise CheckpointError(f"{compact}: the checkpoint file of preset {name!r} is missing; reinstall longwatch")
+    root = root or cache_root()
+    folder = root / f"{name}-{_digest(compact)}"
+    if (folder / "config.json").is_file():
+        return folder
+    tensors, meta = read_compact(compact)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    except OSError as e:
+        raise CheckpointError(f"{root}: cannot write the checkpoint cache ({e.strerror}); set LONGWATCH_CACHE "
+                              "to a writable folder") from None
+    try:
+        _write_folder(name, tensors, meta, tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "config.json").is_file():  # another process may have won the race
+                raise
+    except OSError as e:
+        raise CheckpointError(f"{root}: cannot write the checkpoint cache ({e.strerror}); set LONGWATCH_CACHE "
+                              "to a writable folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _write_folder(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, str], out: Path) -> None:
+    from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
+
+    from longwatch.backbone.presets import preset_config
+    from longwatch.backbone.tokenizer import load_offline_tokenizer
+
+    config = preset_config(name)
+    state = full_state(tensors, config.text_config.vocab_size)
+    model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.float16)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("lm_head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: compact file does not match the architecture "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    model.save_pretrained(str(out))
+    tok = load_offline_tokenizer()
+    tok.save_pretrained(str(out))
+    (out / "chat_template.jinja").write_text(tok.chat_template)
+    stops = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    GenerationConfig(do_sample=False, max_new_tokens=64, eos_token_id=stops, pad_token_id=stops[1]).save_pretrained(
+        str(out))
+    (out / "longwatch.json").write_text(json.dumps({"preset": name, "built_from": meta.get("meta", "{}")}))

@@ -1,0 +1,307 @@
+"""`longwatch train`: teach a small Qwen3-VL (needle-tiny) to answer NeedleStream questions, on the CPU.
+
+The model is the real `Qwen3VLForConditionalGeneration` with a reduced vocabulary: only the Qwen3
+tokens the training texts use get an embedding row. Every other row of the full 151,936-token
+embedding is zero in the shipped model, so its logit is exactly 0; the training loss counts those
+rows as one constant log(V - U) term in the softmax, which makes the rebuilt full-vocabulary model's
+probabilities those trained here. Inputs go in exactly as the streaming path lays them out (prompt
+prefix, `<t seconds>` + vision group per patch, explicit M-RoPE positions, mm_token_type_ids); all
+queries of a video share one forward and see only the patches visible when they are asked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longwatch.backbone.positions import TEXT, mrope_positions
+from longwatch.backbone.preprocess import preprocess_patch
+from longwatch.backbone.prompt import PromptLayout
+from longwatch.eval.train_data import Example, Query, build_example
+
+FULL_VOCAB = 151936
+SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>", "<|im_start|>", "<|im_end|>",
+           "<|endoftext|>")
+TOKEN_FIELDS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+                "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "needle-tiny"
+    """Architecture (backbone/presets.py) of the model trained."""
+    seed: int = 0
+    """Seeds the weights, the data order and the training videos (split 'train' of NeedleStream v2)."""
+    steps: int = 3200
+    """Optimizer steps; one video with all its queries per step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW), after `warmup` steps; cosine decay to a tenth at the end."""
+    warmup: int = 150
+    weight_decay: float = 0.01
+    single_share: float = 0.2
+    """Share of steps on the one-sign preset (the time-free floor question)."""
+    heldout_videos: int = 24
+    """Held-out videos (split 'heldout', seed 10_000 + seed) scored teacher-forced during training."""
+    eval_every: int = 300
+    checkpoint_minutes: float = 3.0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup < 0 or self.lr <= 0:
+            raise ValueError("steps must be >= 1, warmup >= 0 and lr > 0")
+        if not 0 <= self.single_share <= 1:
+            raise ValueError(f"single_share: must be in [0, 1], got {self.single_share}")
+
+
+class Vocab:
+    """Qwen3 token id <-> row of the reduced embedding. Row U (the last) is the frozen zero row that every
+    token outside the training texts maps to, as it would in the full model."""
+
+    def __init__(self, token_ids: list[int]) -> None:
+        self.ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+        self.size = len(self.ids)
+        self.table = torch.full((FULL_VOCAB,), self.size, dtype=torch.long)
+        self.table[self.ids] = torch.arange(self.size)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+
+def collect_vocab(tokenizer: Any, layout: PromptLayout, seed: int, n: int = 300) -> Vocab:
+    """Every token of the prompts and answers of `n` training examples of each preset, the timestamps of a
+    day, the digits and the special tokens."""
+    ids: set[int] = set(tokenizer.convert_tokens_to_ids(list(SPECIAL)))
+    rng = np.random.default_rng(seed)
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    for s in (layout.prefix_text, layout.before_question, layout.after_question, *"0123456789",
+              *(f"<{t}.2 seconds>" for t in range(0, 100))):
+        ids.update(enc(s))
+    for i in range(n):
+        for preset in ("tiny", "tiny-single"):
+            ex = build_example(preset, 50_000 + seed, i, "train", rng, render=False)
+            for q in ex.queries:
+                ids.update(enc(layout.before_question + q.prompt + layout.after_question))
+                ids.update(enc(q.answer))
+    return Vocab(sorted(ids))
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    """[A] reduced-vocab rows of the answer tokens."""
+    at: torch.Tensor
+    """[A] sequence index whose hidden state predicts each target."""
+    query_of: torch.Tensor
+    """[A] which query each target belongs to."""
+    kinds: list[str] = field(default_factory=list)
+
+
+def encode(ex: Example, layout: PromptLayout, vocab: Vocab) -> Batch:
+    """One sequence: [prefix][patches] then every query block; a [L, L] mask lets query i see the prefix and
+    its first `cut` patches (text-only queries: nothing of the video) and itself, causally."""
+    tok = layout.tokenizer
+    size = tuple(ex.frames.shape[2:4])
+    segs = [layout.prefix()]
+    for frames, (t0, tmid) in zip(ex.frames, ex.times):
+        px, grid = preprocess_patch(frames, size)
+        segs.append(layout.patch(px, grid, t0, t0 + 1.0, tmid))
+    ids, types, pos, ends, spans = [], [], [], [], []
+    cur, n_tok = 0, 0
+    for s in segs:
+        ids.append(s.input_ids)
+        types.append(s.token_types)
+        pos.append(s.positions + cur)
+        cur += s.span
+        n_tok += len(s)
+        ends.append(n_tok)
+        spans.append(cur)
+    blocks: list[tuple[int, int, int]] = []  # (start, end, visible video tokens)
+    targets, at, query_of = [], [], []
+    for qi, q in enumerate(ex.queries):
+        prompt = tok.encode(layout.before_question + q.prompt + layout.after_question, add_special_tokens=False)
+        answer = tok.encode(q.answer, add_special_tokens=False) + [layout.im_end]
+        head = tok.encode(layout.prefix_text, add_special_tokens=False) if q.cut == 0 else []
+        seq = torch.tensor(head + prompt + answer, dtype=torch.long)
+        p0 = 0 if q.cut == 0 else spans[q.cut]
+        visible = 0 if q.cut == 0 else ends[q.cut]
+        start = n_tok
+        ids.append(seq)
+        types.append(torch.full_like(seq, TEXT, dtype=torch.int32))
+        pos.append(mrope_positions(types[-1], [], 0)[0] + p0)
+        n_tok += len(seq)
+        blocks.append((start, n_tok, visible))
+        first = start + len(head) + len(prompt)
+        targets += answer
+        at += list(range(first - 1, first - 1 + len(answer)))
+        query_of += [qi] * len(answer)
+    L = n_tok
+    mask = torch.ones(L, L, dtype=torch.bool).tril_()
+    for start, end, visible in blocks:
+        mask[start:end, visible:start] = False
+    all_ids = torch.cat(ids)
+    inputs = {"input_ids": vocab.rows(all_ids)[None], "mm_token_type_ids": torch.cat(types)[None],
+              "position_ids": torch.cat(pos, dim=1)[:, None, :], "attention_mask": mask[None, None],
+              "pixel_values_videos": torch.cat([s.pixel_values for s in segs[1:]]),
+              "video_grid_thw": torch.tensor([s.grid_thw for s in segs[1:]], dtype=torch.long)}
+    tgt = vocab.rows(torch.tensor(targets))
+    if (tgt == vocab.size).any():
+        bad = [tok.decode([t]) for t, r in zip(targets, tgt.tolist()) if r == vocab.size]
+        raise ValueError(f"answer tokens outside the training vocabulary: {bad[:5]}")
+    return Batch(inputs, tgt, torch.tensor(at), torch.tensor(query_of), [q.kind for q in ex.queries])
+
+
+def reduced_logits(model: torch.nn.Module, batch: Batch, vocab: Vocab) -> torch.Tensor:
+    """[A, U + 1] logits of the answer positions: the U trained rows, then log(V - U) standing for the
+    V - U zero rows (each logit 0) of the full model."""
+    hidden = model.model(**batch.inputs).last_hidden_state[0, batch.at]
+    weight = model.get_input_embeddings().weight[: vocab.size]
+    logits = hidden @ weight.T
+    rest = torch.full((len(logits), 1), math.log(FULL_VOCAB - vocab.size), dtype=logits.dtype)
+    return torch.cat([logits, rest], dim=1)
+
+
+def query_correct(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """[Q] True where every answer token of the query is the argmax (teacher-forced exact answer)."""
+    hit = (logits.argmax(-1) == batch.targets).float()
+    n = int(batch.query_of.max()) + 1
+    miss = torch.zeros(n).index_add_(0, batch.query_of, 1 - hit)
+    return miss == 0
+
+
+def build_model(cfg: TrainConfig, vocab: Vocab, tokenizer: Any) -> torch.nn.Module:
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from longwatch.backbone.presets import preset_config
+
+    special = {k: int(vocab.rows(torch.tensor(tokenizer.convert_tokens_to_ids(v)))) for k, v in TOKEN_FIELDS.items()}
+    config = preset_config(cfg.preset, vocab_size=vocab.size + 1, token_ids=special)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(cfg.seed)
+    model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.float32)
+    zero_unused_row(model, vocab)
+    return model
+
+
+@torch.no_grad()
+def zero_unused_row(model: torch.nn.Module, vocab: Vocab) -> None:
+    model.get_input_embeddings().weight[vocab.size].zero_()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def training_example(cfg: TrainConfig, step: int) -> Example:
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    preset = "tiny-single" if rng.random() < cfg.single_share else "tiny"
+    return build_example(preset, cfg.seed, step, "train", rng)
+
+
+def heldout_examples(cfg: TrainConfig) -> list[Example]:
+    """Held-out split videos (never a training video: the split is part of their seed)."""
+    rng = np.random.default_rng([cfg.seed, 99])
+    n_single = max(1, cfg.heldout_videos // 6)
+    return [build_example("tiny-single" if i < n_single else "tiny", 10_000 + cfg.seed, i, "heldout", rng)
+            for i in range(cfg.heldout_videos)]
+
+
+@torch.no_grad()
+def heldout_accuracy(model: torch.nn.Module, batches: list[Batch], vocab: Vocab) -> dict[str, float]:
+    model.eval()
+    right: dict[str, list[bool]] = {}
+    for b in batches:
+        ok = query_correct(reduced_logits(model, b, vocab), b)
+        for kind, v in zip(b.kinds, ok.tolist()):
+            right.setdefault(kind, []).append(v)
+    model.train()
+    out = {k: float(np.mean(v)) for k, v in sorted(right.items())}
+    out["all"] = float(np.mean([x for v in right.values() for x in v]))
+    return out
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: a crash mid-write leaves the previous checkpoint in place."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train, checkpointing to out/state.pt every few minutes; resumes from it. Returns the run record.
+
+    `stop_after` N: checkpoint and return after N steps of this call, as an interrupt would (tests).
+    """
+    from tqdm import tqdm
+
+    from longwatch.backbone.tokenizer import load_offline_tokenizer
+
+    torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_offline_tokenizer()
+    layout = PromptLayout(tokenizer)
+    state_path = out / "state.pt"
+    state = torch.load(state_path, weights_only=False) if resume and state_path.is_file() else None
+    same = lambda a: {k: v for k, v in a.items() if k != "threads"}  # noqa: E731 - threads only change speed
+    if state is not None and same(state["config"]) != same(cfg.__dict__):
+        raise ValueError(f"{state_path} was written with other settings {state['config']}; use another --out "
+                         "or --fresh")
+    vocab = Vocab(state["vocab"]) if state else collect_vocab(tokenizer, layout, cfg.seed)
+    model = build_model(cfg, vocab, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    history: list[dict[str, Any]] = []
+    start, wall = 0, 0.0
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, wall, history = state["step"], state["wall_s"], state["history"]
+    model.train()
+    held = [encode(ex, layout, vocab) for ex in heldout_examples(cfg)]
+    last_ckpt, t_mark, losses = time.monotonic(), time.monotonic(), []
+
+    def snapshot(step: int) -> None:
+        save_state(state_path, {"config": cfg.__dict__, "vocab": vocab.ids.tolist(), "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "step": step, "history": history,
+                                "wall_s": wall + time.monotonic() - t_mark})
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress)
+    acc = history[-1]["heldout"]["all"] if history else float("nan")
+    for step in bar:
+        batch = encode(training_example(cfg, step), layout, vocab)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = F.cross_entropy(reduced_logits(model, batch, vocab), batch.targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        zero_unused_row(model, vocab)
+        losses.append(float(loss))
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            heldout = heldout_accuracy(model, held, vocab)
+            acc = heldout["all"]
+            history.append({"step": step + 1, "loss": float(np.mean(losses)), "heldout": heldout,
+                            "wall_s": round(wall + time.monotonic() - t_mark, 1)})
+            losses = []
+        bar.set_postfix(loss=f"{float(loss):.3f}", heldout=f"{acc:.2f}")
+        stop = stop_after is not None and step + 1 - start >= stop_after
+        if time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes or step + 1 == cfg.steps or stop:
+            snapshot(step + 1)
+            last_ckpt = time.monotonic()
+        if stop:
+            break
+    final = torch.load(state_path, weights_only=False)
+    return {"config": cfg.__dict__, "steps": final["step"], "wall_s": round(final["wall_s"], 1),
+            "vocab_size": vocab.size, "history": final["history"], "state": str(state_path)}

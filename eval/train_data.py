@@ -1,0 +1,172 @@
+"""Training examples for the needle-tiny checkpoint: NeedleStream v2 videos rendered in memory, with every
+question the benchmark asks plus per-patch captions, caption-text questions and yes/no "now" questions.
+
+An example is what one teacher-forced forward sees: the video's patches exactly as the streaming
+ingest would cut them (2 fps, two frames per patch, timestamps `<k.2 seconds>`), and many queries,
+each with the number of patches visible when it is asked (`cut`; 0 = a text-only query). The queries
+never see each other (a block mask in `eval/train.py`), so one forward teaches all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from longwatch.backbone.prompt import caption_prompt, timestamp_text
+from longwatch.eval.formats.prompts import format_prompt
+from longwatch.eval.formats.rekv import load_rekv
+from longwatch.eval.needlestream import (CELLS, COLORS, NO_SIGN, PRESETS, SHAPES, WORDS, Needle, VideoPlan,
+                                         annotation, plan_video)
+from longwatch.eval.needlestream_render import _background, render_frame
+
+SAMPLE_FPS = 2.0
+"""The checkpoint is trained, evaluated and demonstrated at the ingest default of 2 frames per second."""
+NOTHING = "only grey shapes"
+
+
+@dataclass
+class Query:
+    prompt: str
+    answer: str
+    cut: int
+    """Patches visible when asked (the runner asks before ingesting the first patch starting after it)."""
+    kind: str
+    context: list[tuple[float, str]] | None = None
+    """Caption-text queries: (time, caption) notes in place of the video."""
+
+
+@dataclass
+class Example:
+    plan: VideoPlan
+    frames: np.ndarray
+    """uint8 [P, 2, H, W, 3]: the two frames of every patch."""
+    times: list[tuple[float, float]]
+    """(t_start, t_mid) per patch, as the ingest computes them."""
+    captions: list[str]
+    queries: list[Query] = field(default_factory=list)
+
+
+def sample_times(duration: float, fps: int) -> list[float]:
+    """Frame times the 2 fps sampler keeps from a video of `duration` s written at `fps`."""
+    last = (round(duration * fps) - 1) / fps
+    return [i / SAMPLE_FPS for i in range(int(math.floor(last * SAMPLE_FPS + 1e-9)) + 1)]
+
+
+def _visible(plan: VideoPlan, t: float) -> list[Needle]:
+    return [n for n in plan.needles if n.t0 <= t < n.t1]
+
+
+def _describe(n: Needle, t: float) -> str:
+    if n.kind == "sign":
+        return f"a sign that says {n.word}"
+    if n.kind == "shape":
+        return f"a {n.color} {n.shape}, {CELLS[n.cell or 0]}"
+    if n.kind == "star":
+        return "a yellow star"
+    item = n.items[min(len(n.items) - 1, int((t - n.t0) // 1.5))]
+    return f"a {item['color']} {item['shape']}, center"
+
+
+def caption(plan: VideoPlan, frame_times: tuple[float, float]) -> str:
+    """What a patch shows: each needle on screen in either of its frames, or NOTHING."""
+    seen: list[str] = []
+    for t in frame_times:
+        for n in _visible(plan, t):
+            d = _describe(n, t)
+            if d not in seen:
+                seen.append(d)
+    return " and ".join(seen) if seen else NOTHING
+
+
+def _clock(t: float) -> str:
+    s = int(t)
+    return f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _when_answer(plan: VideoPlan, needle: Needle, patches: list[tuple[float, float]], mids: list[float]) -> str:
+    """First and last timestamp of the patches showing `needle` (what the model can read off its input)."""
+    hit = [m for (a, b), m in zip(patches, mids) if needle.t0 <= a < needle.t1 or needle.t0 <= b < needle.t1]
+    return f"{timestamp_text(hit[0])[1:-9]}-{timestamp_text(hit[-1])[1:-9]}"
+
+
+def build_example(preset: str, seed: int, index: int, split: str, rng: np.random.Generator,
+                  extra: bool = True, render: bool = True) -> Example:
+    """Render one video and its queries. `extra` adds the captions, caption-text and yes/no queries;
+    `render=False` leaves the frames black (for collecting the vocabulary)."""
+    plan = plan_video(PRESETS[preset], seed, index, name=f"{split}{seed}", split=split)
+    times = sample_times(plan.duration_s, plan.fps)
+    pairs = [(times[i], times[i + 1] if i + 1 < len(times) else times[i]) for i in range(0, len(times), 2)]
+    if render:
+        bg = _background(plan)
+        frames = np.stack([np.stack([render_frame(plan, a, bg), render_frame(plan, b, bg)]) for a, b in pairs])
+    else:
+        frames = np.zeros((len(pairs), 2, *plan.size, 3), np.uint8)
+    mids = [(a + b) / 2 for a, b in pairs]
+    ex = Example(plan, frames, [(a, m) for (a, _), m in zip(pairs, mids)], [caption(plan, p) for p in pairs])
+    n = len(pairs)
+    cut_at = lambda t: min(n, max(1, math.ceil(t - 1e-9)))  # noqa: E731 - patches with t_start < t
+    bench = load_rekv([annotation(plan, preset, "x.mp4")], "train", "train")
+    by_qid = {c["qid"]: c for c in plan.questions}
+    for q in bench.videos[0].questions:
+        conv = by_qid[q.qid]
+        answer = q.answer or ""
+        if q.task == "when":
+            sign = next(s for s in plan.needles if s.kind == "sign" and s.word and s.word in q.question)
+            answer = _when_answer(plan, sign, pairs, mids)
+        ex.queries.append(Query(format_prompt(q), answer, cut_at(conv["ask_time"]), q.task))
+    if extra:
+        _extra_queries(ex, rng, cut_at)
+    return ex
+
+
+def _extra_queries(ex: Example, rng: np.random.Generator, cut_at) -> None:
+    plan, n = ex.plan, len(ex.times)
+    busy = [k for k, c in enumerate(ex.captions) if c != NOTHING]
+    empty = [k for k, c in enumerate(ex.captions) if c == NOTHING]
+    # dense time-grounded captions: mostly patches with a needle, some empty ones
+    picks = list(rng.choice(busy, min(len(busy), 4), replace=False)) if busy else []
+    picks += list(rng.choice(empty, 1, replace=False)) if empty else []
+    for k in picks:
+        t = ex.times[k][0] + float(rng.uniform(0.0, 0.99))
+        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
+        ex.queries.append(Query(f"What was on screen at {when}?", ex.captions[k], n, "caption"))
+    # sign words asked with a clock time and no choices (the demo's question)
+    for s in (x for x in plan.needles if x.kind == "sign"):
+        t = float(rng.uniform(s.t0, s.t1 - 0.01))
+        k = int(t)
+        if k < n and s.word in ex.captions[k]:
+            ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", s.word or "", n, "what_at_clock"))
+    if empty:
+        t = ex.times[int(rng.choice(empty))][0] + float(rng.uniform(0.0, 0.99))
+        if not any(s.t0 - 1 <= t <= s.t1 + 1 for s in plan.needles if s.kind == "sign"):
+            ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", NO_SIGN, n, "what_at_clock"))
+    # what is on screen now, and yes/no about it
+    for _ in range(1):
+        k = int(rng.choice(busy)) if busy and rng.random() < 0.7 else int(rng.integers(n))
+        ex.queries.append(Query("What is on screen now?", ex.captions[k], k + 1, "caption_now"))
+        ex.queries.append(_yesno(ex, k, rng))
+    # caption-text memory: notes with times instead of the video
+    notes = [(ex.times[k][1], ex.captions[k]) for k in range(n) if ex.captions[k] != NOTHING]
+    askable = [q for q in ex.queries if q.kind in ("what_at", "when", "no_needle", "first", "single")]
+    if notes and askable and rng.random() < 0.5:  # long prompts: one per video, every other video
+        q = askable[int(rng.integers(len(askable)))]
+        ex.queries.append(Query(caption_prompt(notes, q.prompt), q.answer, 0, "text_" + q.kind, notes))
+
+
+def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
+    cap = ex.captions[k]
+    if rng.random() < 0.5 and cap != NOTHING and ("sign" in cap or "," in cap):
+        part = cap.split(" and ")[int(rng.integers(len(cap.split(" and "))))]
+        what = part.split(",")[0][2:] if "," in part else part[2:]
+        q, a = (f"Is a {what} on screen?" if "sign" not in part else f"Is there {part} on screen?"), "Yes"
+    else:
+        if rng.random() < 0.5:
+            what = f"{rng.choice(list(COLORS))} {rng.choice(SHAPES)}"
+            q = f"Is a {what} on screen?"
+        else:
+            what = f"a sign that says {rng.choice(WORDS)}"
+            q = f"Is there {what} on screen?"
+        a = "Yes" if what in cap else "No"
+    return Query(q + "\nAnswer only Yes or No.", a, k + 1, "yesno_now")

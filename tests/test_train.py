@@ -1,0 +1,92 @@
+"""longwatch train: the loss sees only answer tokens, queries never see each other, training resumes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from longwatch.backbone.prompt import PromptLayout
+from longwatch.backbone.tokenizer import load_offline_tokenizer
+from longwatch.eval.needlestream import PRESETS, plan_video
+from longwatch.eval.train import FULL_VOCAB, TrainConfig, Vocab, build_model, collect_vocab, encode, \
+    reduced_logits, train
+from longwatch.eval.train_data import build_example, sample_times
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = load_offline_tokenizer()
+    layout = PromptLayout(tok)
+    return tok, layout, collect_vocab(tok, layout, seed=0, n=40)
+
+
+def test_train_and_heldout_splits_never_share_a_video():
+    p = PRESETS["tiny"]
+    train_plans = {(pl.duration_s, tuple(n.t0 for n in pl.needles)) for pl in
+                   (plan_video(p, 0, i, split="train") for i in range(50))}
+    held = {(pl.duration_s, tuple(n.t0 for n in pl.needles)) for pl in
+            (plan_video(p, 0, i, split="heldout") for i in range(50))}
+    assert not train_plans & held
+    with pytest.raises(ValueError, match="no training split"):
+        plan_video(PRESETS["smoke"], 0, 0, split="train")
+
+
+def test_patch_times_match_the_2fps_ingest():
+    assert sample_times(3.0, 8)[:6] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    ex = build_example("tiny", 0, 0, "train", np.random.default_rng(0))
+    assert ex.times[3] == (3.0, 3.25)  # timestamp text <3.2 seconds>, as the stream writes it
+    assert {q.kind for q in ex.queries} >= {"what_at", "when", "count", "now", "first", "order", "no_needle",
+                                             "caption", "caption_now", "yesno_now"}
+
+
+def test_queries_see_only_their_visible_patches_and_not_each_other(setup):
+    tok, layout, vocab = setup
+    ex = build_example("tiny", 0, 1, "train", np.random.default_rng(0))
+    ex.frames = ex.frames[:, :, :64, :64]  # smaller forward, same structure
+    b = encode(ex, layout, vocab)
+    mask = b.inputs["attention_mask"][0, 0]
+    assert mask.shape[0] == b.inputs["input_ids"].shape[1]
+    at = b.at.tolist()
+    firsts = [at[i] for i in range(len(at)) if i == 0 or b.query_of[i] != b.query_of[i - 1]]
+    for i, row in enumerate(firsts[1:], 1):  # a query's first answer position sees no earlier query
+        prev = firsts[i - 1]
+        assert not mask[row, prev]
+    # the loss covers answer tokens only: one target per answer token (+ <|im_end|>)
+    n_answer = sum(len(tok.encode(q.answer, add_special_tokens=False)) + 1 for q in ex.queries)
+    assert len(b.targets) == n_answer
+
+
+def test_reduced_softmax_equals_the_full_vocabulary_model(setup):
+    tok, layout, vocab = setup
+    model = build_model(TrainConfig(), vocab, tok)
+    ex = build_example("tiny-single", 0, 0, "train", np.random.default_rng(0))
+    b = encode(ex, layout, vocab)
+    with torch.no_grad():
+        small = torch.log_softmax(reduced_logits(model, b, vocab), -1)[:, :-1]
+        hidden = model.model(**b.inputs).last_hidden_state[0, b.at]
+        w = model.get_input_embeddings().weight[: vocab.size]
+        full = torch.cat([hidden @ w.T, torch.zeros(len(hidden), FULL_VOCAB - vocab.size)], 1)
+    assert torch.allclose(small, torch.log_softmax(full, -1)[:, : vocab.size], atol=1e-3)  # float32 sums
+    assert math.isclose(float(model.get_input_embeddings().weight[vocab.size].abs().sum()), 0.0)
+
+
+def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
+    cfg = TrainConfig(steps=4, warmup=1, heldout_videos=1, eval_every=2, checkpoint_minutes=60)
+    whole = train(cfg, tmp_path / "a", progress=False)
+    part = train(cfg, tmp_path / "b", progress=False, stop_after=2)
+    assert part["steps"] == 2
+    resumed = train(cfg, tmp_path / "b", progress=False)
+    assert resumed["steps"] == whole["steps"] == 4
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="other settings"):
+        train(TrainConfig(steps=5, heldout_videos=1), tmp_path / "b", progress=False)
+
+
+def test_vocab_maps_unknown_tokens_to_the_zero_row():
+    v = Vocab([5, 3, 9])
+    assert v.rows(torch.tensor([3, 5, 9, 7])).tolist() == [0, 1, 2, 3]
