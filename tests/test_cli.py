@@ -104,6 +104,7 @@ def test_demo_cli_runs_offline():
     assert r.returncode == 0, r.stderr
     answers = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(answers) == 2 and all(a["patches"] == 40 for a in answers)
+    assert sum("random weights" in ln for ln in r.stderr.splitlines()) == 1
 
 
 def test_help_lists_the_verbs():

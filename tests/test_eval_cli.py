@@ -22,7 +22,9 @@ def test_smoke_eval_on_tiny_model_writes_the_report(tmp_path, capsys):
     capsys.readouterr()
     assert _eval(tmp_path / "nb" / "annotations.json", tmp_path / "out", "--max-videos", "1",
                  "--max-new-tokens", "4", "--fps", "1") == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert sum("random weights" in ln for ln in captured.err.splitlines()) == 1  # tiny says what it is
     rows = {r["policy"]: r for r in out["summary"]}
     assert set(rows) == {"full", "sliding", "rekv"}
     n = rows["full"]["questions"]
