@@ -7,7 +7,7 @@
 # Usage: lint.sh [VENV]   (default .venv, which has the [test] extra)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${1:-$root/.venv}
+venv=$(cd "${1:-$root/.venv}" && pwd)   # absolute: lint-imports runs from another directory below
 cd "$root"
 status=0
 "$venv/bin/ruff" check --quiet --output-format concise . || status=1
