@@ -1,10 +1,15 @@
-"""A memory block: one temporal patch's cached keys and values plus the metadata policies decide on."""
+"""A memory block (one temporal patch's K/V plus the metadata policies decide on), the stream's state, and
+what persistence is told about each change: the vocabulary the store, encoding, answering and the journal share."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from longwatch.memory.blockfiles import BlockFiles, FileRef
 
 DEVICE, MEMORY, HOST, DISK, EVICTED = "device", "memory", "host", "disk", "evicted"
 """Tiers of a block: `memory` is the device-resident store of compressed blocks (infinipot, streammem)."""
@@ -63,3 +68,45 @@ class Block:
     def describe(self) -> dict:
         return {"id": self.id, "t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3),
                 "tokens": self.n_tokens, "tier": self.tier, "sink": self.is_sink}
+
+
+class Recorder(Protocol):
+    """What the store tells persistence (memory/persist.py's Journal) about every change."""
+
+    def put(self, block: Block, kv: torch.Tensor, state: dict) -> None: ...
+    def drop(self, block: Block) -> None: ...
+    def tier(self, block: Block) -> None: ...
+    def rebase(self, state: dict) -> None: ...
+    def ref_for(self, block: Block) -> FileRef | None: ...
+    @property
+    def files(self) -> BlockFiles: ...
+
+
+@dataclass
+class StreamState:
+    """Positions and counters of one stream (journaled with every change, restored on load)."""
+
+    next_position: int = 0
+    """Model position where the next segment starts (absolute = model + base)."""
+    base: int = 0
+    """How far the stream has been re-based."""
+    next_id: int = 0
+    tick: int = 0
+    """Logical clock: advances per patch and per answer (Block.created, Block.last_used)."""
+    patches: int = 0
+    t_last: float = 0.0
+    rebases: int = 0
+    evicted: int = 0
+    size: tuple[int, int] | None = None
+    """Frame size (h, w) the device tier was planned for."""
+
+    def update(self, saved: dict) -> None:
+        """Counters and positions from `as_dict` output (size is left alone: it comes with a plan)."""
+        for f in dataclasses.fields(self):
+            if f.name in saved and f.name != "size":
+                setattr(self, f.name, saved[f.name])
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["size"] = list(self.size) if self.size else None
+        return d

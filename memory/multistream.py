@@ -5,7 +5,8 @@ window) is copied into one row of a transient batch cache, left-aligned; the new
 the longest row. A 4D mask lets each row's patch see its own context and, causally, itself, and
 nothing of the padding; positions are each stream's own. The new K/V are then appended to each
 stream's cache and the stream records the block as after a single-stream forward, so the result
-equals ingesting the patches one stream at a time (tested to 1e-4).
+equals ingesting the patches one stream at a time (tested to 1e-4). Streams are used through their
+public parts only: `encoder.prepare` / `encoder.commit` around the forward, `store.cache` read.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import torch
 
 from longwatch.backbone.cache import KVCache
 from longwatch.backbone.hooks import QKCapture
+from longwatch.backbone.prompt import Segment
+from longwatch.ingest.types import TemporalPatch
+from longwatch.memory.block import Block
+from longwatch.memory.stream import MemoryStream
 
 _PAD = 151643  # <|endoftext|>; padded positions are masked out and their outputs discarded
 
 
-def _batch_inputs(streams, segs) -> tuple[dict, list[int], int, int]:
+def _batch_inputs(streams: list[MemoryStream], segs: list[Segment]) -> tuple[dict, list[int], int, int]:
     bb = streams[0].bb
-    lens = [s.cache.length for s in streams]
+    lens = [s.store.cache.length for s in streams]
     lmax, nmax = max(lens), max(len(seg) for seg in segs)
     b = len(streams)
     ids = torch.full((b, nmax), _PAD, dtype=torch.long)
@@ -31,7 +36,7 @@ def _batch_inputs(streams, segs) -> tuple[dict, list[int], int, int]:
     for i, (s, seg) in enumerate(zip(streams, segs)):
         n = len(seg)
         ids[i, :n], types[i, :n] = seg.input_ids, seg.token_types
-        p = seg.positions + s.next_position
+        p = seg.positions + s.store.next_position
         pos[:, i, :n] = p
         pos[:, i, n:] = p[:, -1:]  # padding: any position, its outputs are dropped
         mask[i, 0, :, : lens[i]] = True
@@ -44,8 +49,25 @@ def _batch_inputs(streams, segs) -> tuple[dict, list[int], int, int]:
     return {k: v.to(bb.device) for k, v in inputs.items()}, lens, lmax, nmax
 
 
+def _batch_cache(streams: list[MemoryStream], lmax: int, nmax: int) -> KVCache:
+    """A transient cache whose row i holds stream i's live cache, left-aligned and zero-padded to the
+    longest (masked keys still meet their values in the weighted sum: 0 * NaN garbage = NaN)."""
+    bb = streams[0].bb
+    d = bb.dims
+    batch = KVCache(d.num_layers, d.kv_heads, d.head_dim, bb.dtype, bb.device, batch=len(streams), initial=lmax + nmax)
+    for layer_idx, layer in enumerate(batch.layers):
+        k = torch.zeros(len(streams), d.kv_heads, lmax, d.head_dim, dtype=bb.dtype, device=bb.device)
+        v = torch.zeros_like(k)
+        for i, s in enumerate(streams):
+            src = s.store.cache.layers[layer_idx]  # [1, kv_heads, length, head_dim] live views
+            k[i, :, : src.keys.shape[2]] = src.keys[0]
+            v[i, :, : src.values.shape[2]] = src.values[0]
+        layer.update(k, v)
+    return batch
+
+
 @torch.no_grad()
-def ingest_batch(streams: list, patches: list) -> list:
+def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch]) -> list[Block]:
     """Ingest patches[i] into streams[i] (MemoryStreams sharing one backbone) in one forward; returns blocks."""
     if len(streams) != len(patches) or not streams:
         raise ValueError("one patch per stream")
@@ -55,30 +77,17 @@ def ingest_batch(streams: list, patches: list) -> list:
     if bb.loaded.attn == "flash_attention_2":
         raise ValueError("multi-stream batching needs a 4D mask: use attn sdpa or eager")
     with bb.lock:
-        segs = [s._prepare(p) for s, p in zip(streams, patches)]
+        segs = [s.encoder.prepare(p) for s, p in zip(streams, patches)]
         inputs, lens, lmax, nmax = _batch_inputs(streams, segs)
-        d = bb.dims
-        batch = KVCache(d.num_layers, d.kv_heads, d.head_dim, bb.dtype, bb.device, batch=len(streams),
-                        initial=lmax + nmax)
-        for layer_idx, layer in enumerate(batch.layers):
-            for i, s in enumerate(streams):
-                src = s.cache.layers[layer_idx]
-                layer._k[i, :, : lens[i]] = src._k[0, :, : lens[i]]
-                layer._v[i, :, : lens[i]] = src._v[0, :, : lens[i]]
-                # masked keys still meet their values in the weighted sum: 0 * NaN garbage = NaN
-                layer._k[i, :, lens[i]: lmax] = 0
-                layer._v[i, :, lens[i]: lmax] = 0
-            layer.length = lmax
-            layer._refresh()
-        wants = any(s._wants_prerope for s in streams)
+        batch = _batch_cache(streams, lmax, nmax)
+        wants = any(s.encoder.wants_prerope for s in streams)
         with QKCapture(bb.model, keys=wants, batch=True) as cap:
             bb.model.model(**inputs, past_key_values=batch, use_cache=True)  # cache only: no LM head
         blocks = []
         for i, (s, seg, patch) in enumerate(zip(streams, segs, patches)):
             n = len(seg)
-            kv = torch.stack([torch.stack([layer._k[i, :, lmax: lmax + n], layer._v[i, :, lmax: lmax + n]])
+            kv = torch.stack([torch.stack([layer.keys[i, :, lmax: lmax + n], layer.values[i, :, lmax: lmax + n]])
                               for layer in batch.layers])
-            s.cache.append(kv)
-            prerope = [k[i, :n] for k in cap.keys] if s._wants_prerope else None
-            blocks.append(s._commit(patch, seg, s.next_position + seg.span, prerope))
+            prerope = [k[i, :n] for k in cap.keys] if s.encoder.wants_prerope else None
+            blocks.append(s.encoder.commit(patch, seg, prerope, kv))
         return blocks

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import torch
 
-from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block
+from longwatch.backbone.model import Backbone
+from longwatch.memory.block import DEVICE, Block
 from longwatch.memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
+from longwatch.memory.encode import Encoder
+from longwatch.memory.store import BlockStore
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -35,19 +38,16 @@ def _block_meta(block: Block) -> dict:
     return d
 
 
-def _state(stream) -> dict:
-    return {"next_position": stream.next_position, "base": stream.base, "next_id": stream.next_id,
-            "tick": stream.tick, "patches": stream.patches, "t_last": stream.t_last, "rebases": stream.rebases,
-            "evicted": stream.evicted, "size": list(stream.size) if stream.size else None}
-
-
-def _header(stream) -> dict:
-    d = stream.bb.dims
-    return {"op": "open", "version": VERSION, "model": stream.bb.name, "policy": stream.cfg.policy,
-            "dims": [d.num_layers, d.kv_heads, d.head_dim], "dtype": str(stream.bb.dtype).removeprefix("torch.")}
+def header(backbone: Backbone, policy: str) -> dict:
+    """The journal's first record: what a saved memory must match to be loaded."""
+    d = backbone.dims
+    return {"op": "open", "version": VERSION, "model": backbone.name, "policy": policy,
+            "dims": [d.num_layers, d.kv_heads, d.head_dim], "dtype": str(backbone.dtype).removeprefix("torch.")}
 
 
 class Journal:
+    """The append-only record of one stream's memory (see the module docstring); the store's Recorder."""
+
     def __init__(self, folder: str | os.PathLike, journal_name: str = "journal.jsonl", prefix: str = "") -> None:
         self.files = BlockFiles(folder, durable=True)
         self.files.journal_path = self.files.folder / journal_name
@@ -56,46 +56,49 @@ class Journal:
         self.aux: dict[int, list[FileRef]] = {}
         self.versions: dict[int, int] = {}
         self.lines = 0
+        self.skipped = 0
+        """Torn blocks skipped when the journal was replayed."""
 
-    def attach(self, stream) -> None:
-        """Resume from an existing journal, or start one."""
+    def attach(self, store: BlockStore, encoder: Encoder, head: dict) -> None:
+        """Resume `store` from an existing journal, or start one."""
         if self.files.journal_path.is_file():
-            _replay(stream, self)
+            _replay(store, encoder, self, head)
         else:
-            self._write(_header(stream))
+            self.write(head)
 
-    def _write(self, record: dict) -> None:
+    def write(self, record: dict) -> None:
         self.files.append_journal(record)
         self.lines += 1
 
-    def put(self, block: Block, kv: torch.Tensor, stream) -> None:
+    def put(self, block: Block, kv: torch.Tensor, state: dict) -> None:
         v = self.versions.get(block.id, -1) + 1
         name = f"{self.prefix}blk-{block.id + 1:09d}-v{v}"
         ref = self.files.write(name, kv)
         aux = {key: self.files.write(f"{name}.{key}", getattr(block, key).float().cpu())
                for key in _TENSOR_FIELDS if getattr(block, key) is not None}
         record = {"op": "put", "id": block.id, "block": _block_meta(block), "kv": ref_to_dict(ref),
-                  "state": _state(stream), **{k: ref_to_dict(r) for k, r in aux.items()}}
-        self._write(record)
-        self._forget(block.id)
+                  "state": state, **{k: ref_to_dict(r) for k, r in aux.items()}}
+        self.write(record)
+        self.forget(block.id)
         self.refs[block.id] = (ref, block.rot_base)
         self.aux[block.id] = list(aux.values())
         self.versions[block.id] = v
 
-    def _forget(self, block_id: int) -> None:
+    def forget(self, block_id: int) -> None:
+        """Delete the files of a block's latest version."""
         old = self.refs.pop(block_id, None)
         for ref in ([old[0]] if old else []) + self.aux.pop(block_id, []):
             self.files.delete(ref)
 
     def drop(self, block: Block) -> None:
-        self._write({"op": "drop", "id": block.id})
-        self._forget(block.id)
+        self.write({"op": "drop", "id": block.id})
+        self.forget(block.id)
 
     def tier(self, block: Block) -> None:
-        self._write({"op": "tier", "id": block.id, "tier": block.tier})
+        self.write({"op": "tier", "id": block.id, "tier": block.tier})
 
-    def rebase(self, stream) -> None:
-        self._write({"op": "rebase", "state": _state(stream)})
+    def rebase(self, state: dict) -> None:
+        self.write({"op": "rebase", "state": state})
 
     def ref_for(self, block: Block) -> FileRef | None:
         """The journal's file of `block` for the disk tier to adopt; sets block.rot_base to match it."""
@@ -105,57 +108,47 @@ class Journal:
         block.rot_base = got[1]
         return got[0]
 
-    def close(self, stream) -> None:
-        self._write({"op": "close", "state": _state(stream)})
+    def close(self, store: BlockStore, head: dict) -> None:
+        """The closing record; a journal grown long is compacted into a fresh one."""
+        self.write({"op": "close", "state": store.state.as_dict()})
         if self.lines > 1000 + 4 * len(self.refs):
-            snapshot(stream, self.files.folder)
+            snapshot(store, head, self.files.folder)
 
 
-def snapshot(stream, folder: str | os.PathLike) -> None:
+def snapshot(store: BlockStore, head: dict, folder: str | os.PathLike) -> None:
     """Write the stream's whole memory to `folder` as a fresh journal (atomic swap of journal.jsonl).
 
     Saving into the stream's own memory_dir compacts its journal: new files are written under a
     fresh name prefix, the journal is swapped atomically, then the old files are deleted.
     """
     folder = Path(folder)
-    own = stream.journal is not None and Path(stream.journal.files.folder).resolve() == folder.resolve()
+    old = store.journal
+    own = isinstance(old, Journal) and Path(old.files.folder).resolve() == folder.resolve()
     gen = f"g{time.time_ns()}-"
     fresh = Journal(folder, journal_name=f"journal.{gen}tmp", prefix=gen)
-    fresh._write(_header(stream))
-    for block in sorted(stream.blocks.values(), key=lambda b: b.id):
-        if block.tier == DEVICE:
-            kv, copy = stream.region.read(block), dataclasses.replace(block, rot_base=stream.base)
-        elif block.tier == HOST:
-            kv, copy = stream.host.get(block.id), block
-        elif block.tier == MEMORY:
-            kv, copy = stream.memstore[block.id], block
-        else:
-            kv, copy = stream.disk.get(block.id), block
-        fresh.put(copy, kv, stream)
+    fresh.write(head)
+    state = store.state.as_dict()
+    for block in sorted(store.blocks.values(), key=lambda b: b.id):
+        copy, kv = store.export(block)
+        fresh.put(copy, kv, state)
         if block.tier != DEVICE:
             fresh.tier(block)
-    fresh._write({"op": "close", "state": _state(stream)})
+    fresh.write({"op": "close", "state": state})
     os.replace(fresh.files.journal_path, folder / "journal.jsonl")
     if not own:
         return
-    old = stream.journal
     for bid in list(old.refs):
-        old._forget(bid)
+        old.forget(bid)
     fresh.files.journal_path = folder / "journal.jsonl"
-    stream.journal = fresh
-    if stream.disk is not None:
-        stream.disk.files = fresh.files
-        for bid in stream.disk.ids():
-            stream.disk._refs[bid] = fresh.refs[bid][0]
+    store.rebind_journal(fresh, {bid: ref for bid, (ref, _) in fresh.refs.items()})
 
 
-def _replay(stream, journal: Journal) -> None:
-    """Rebuild `stream` from its journal; torn blocks are skipped with a warning."""
+def _replay(store: BlockStore, encoder: Encoder, journal: Journal, want: dict) -> None:
+    """Rebuild `store` from its journal; torn blocks are skipped with a warning."""
     records = journal.files.read_journal()
     if not records or records[0].get("op") != "open":
         raise IncompatibleMemory(f"{journal.files.journal_path}: not a longwatch memory journal")
     head = records[0]
-    want = _header(stream)
     for key in ("dims", "dtype", "policy"):
         if head.get(key) != want[key]:
             raise IncompatibleMemory(f"memory dir {journal.files.folder} was written with {key}={head.get(key)}, "
@@ -176,11 +169,9 @@ def _replay(stream, journal: Journal) -> None:
             tiers[r["id"]] = r["tier"]
         elif op in ("rebase", "close"):
             state = r.get("state", state)
-    for key in ("next_position", "base", "next_id", "tick", "patches", "t_last", "rebases", "evicted"):
-        if key in state:
-            setattr(stream, key, state[key])
+    store.restore_state(state)
     if state.get("size"):
-        stream._plan(tuple(state["size"]))
+        encoder.plan_for(tuple(state["size"]))
     skipped = 0
     for bid in sorted(puts):
         r = puts[bid]
@@ -202,29 +193,14 @@ def _replay(stream, journal: Journal) -> None:
         journal.aux[bid] = list(aux.values())
         journal.versions[bid] = int(ref.path.rsplit("-v", 1)[-1].split(".")[0])
         block.tier = tiers.get(bid, DEVICE)
-        stream.blocks[bid] = block
-        if block.tier == DEVICE:
-            stream.region.append(block, stream._placed(block, kv, None))
-            block.rot_base = stream.base
-        elif block.tier == HOST:
-            stream.host.put(bid, kv.clone())
-        elif block.tier == MEMORY:
-            stream.memstore[bid] = kv.to(stream.cache.device, stream.cache.dtype).clone()
-        elif block.tier == DISK and stream.disk is not None:
-            stream.disk.put(bid, kv, ref)
-        else:
-            stream.blocks.pop(bid)
-            continue
-        if block.tier != DEVICE and stream.index is not None and block.summary is not None:
-            stream.index.add(bid, block.summary)
-            block.meta["indexed"] = True
+        store.restore(block, kv, ref)
     journal.lines = len(records)
-    stream.skipped_on_load = skipped
+    journal.skipped = skipped
     if skipped:
         log.warning("memory %s: %d torn block(s) skipped on load", journal.files.folder, skipped)
 
 
-def restore(cls, backbone, cfg, folder: str, stream_id: str = "default"):
+def check_saved(folder: str | os.PathLike) -> None:
+    """Raise IncompatibleMemory unless `folder` holds a saved memory."""
     if not (Path(folder) / "journal.jsonl").is_file():
         raise IncompatibleMemory(f"{folder}: no saved memory (journal.jsonl missing)")
-    return cls(backbone, cfg, stream_id=stream_id, memory_dir=folder)

@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import torch
 
+from longwatch.backbone.rope import apply_shift, shift_cos_sin
+
 
 def block_summary(keys: list[torch.Tensor]) -> torch.Tensor:
     """Per-layer keys [tokens, kv_heads, head_dim] (pre-RoPE or cached) -> [layers, kv_heads * head_dim]."""
     return torch.stack([k.float().mean(0).reshape(-1) for k in keys])
+
+
+def absolute_summary(summary: torch.Tensor, rotary: torch.nn.Module, base: int, kv_heads: int) -> torch.Tensor:
+    """A summary [layers, kv_heads * head_dim] of cached keys (rotated for model positions) moved to
+    absolute positions, so summaries taken before and after a re-basing compare."""
+    cos, sin = shift_cos_sin(rotary, base, torch.float32, summary.device)
+    return apply_shift(summary.view(summary.shape[0], kv_heads, -1), cos, sin).reshape(summary.shape)
 
 
 def question_query(queries: list[torch.Tensor], kv_heads: int) -> torch.Tensor:

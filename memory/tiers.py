@@ -1,7 +1,7 @@
 """Host and disk tiers: byte-budgeted block stores that never exceed their budget, coldest-first order.
 
 The device tier is the KV cache itself (backbone.cache.KVCache, capped at the device budget);
-see memory/stream.py. Blocks move device -> host -> disk; the last enabled tier evicts.
+see memory/device.py. Blocks move device -> host -> disk (memory/store.py decides); the last enabled tier evicts.
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ class DiskTier(Tier):
         if delete and ref.path.startswith("blocks/tier-"):
             self.files.delete(ref)
         return kv
+
+    def rebind(self, files: BlockFiles, refs: dict[int, FileRef]) -> None:
+        """Hold the same blocks in another BlockFiles (a compacted journal's): `refs` for every held id."""
+        if set(refs) != set(self._refs):
+            raise ValueError("a rebind must name a file for every block the tier holds")
+        self.files, self._refs = files, dict(refs)
 
     def ref(self, block_id: int) -> FileRef:
         return self._refs[block_id]

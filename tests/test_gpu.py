@@ -42,7 +42,7 @@ def test_offload_uses_pinned_host_memory():
     ms = MemoryStream(bb, MemoryConfig(policy="rekv", window_blocks=2, device_budget=256 * 2**20))
     for p in _patches(6):
         ms.ingest(p)
-    host = [ms.host.get(b) for b in ms.host.ids()]
+    host = [ms.store.host.get(b) for b in ms.store.host.ids()]
     assert host and all(t.is_pinned() for t in host)
 
 

@@ -97,9 +97,9 @@ def test_rekv_retrieving_everything_equals_windowed_reference(tiny):
 def test_planted_block_is_retrieved_first(tiny):
     ms = _stream(tiny, "rekv", window_blocks=2, retrieve_blocks=3)
     planted = 5
-    query = ms._question_query(tiny.layout.question(QUESTION))
-    ms.index.remove(planted)
-    ms.index.add(planted, query * 10)
+    query = ms.answerer.question_query(tiny.layout.question(QUESTION))
+    ms.store.index.remove(planted)  # the test plants a summary the question must find first
+    ms.store.index.add(planted, query * 10)
     ans = _ask(ms)
     retrieved = [e for e in ans.evidence if e.reason == "retrieved"]
     best = max(retrieved, key=lambda e: e.score)
@@ -124,7 +124,8 @@ def test_rebase_is_exact(tiny):
     assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-4
     # reference: the same cache content computed directly at positions shifted by -3000
     ref_ms = MemoryStream(tiny, MemoryConfig(policy="sliding", window_blocks=4, **BIG))
-    ref_ms.next_position = -3000
+    ref_ms.rebase(3000)  # an empty stream: its first segment starts at model position -3000
+    assert ref_ms.next_position == -3000
     for p in PATCHES:
         ref_ms.ingest(p)
     ref = _ask(ref_ms)
@@ -187,9 +188,9 @@ def test_journal_without_close_loses_nothing_but_the_block_in_flight(tiny, tmp_p
         f.write('{"op":"put","id":6,"blo')
     again = MemoryStream(tiny, cfg, memory_dir=str(folder))
     assert sorted(again.blocks) == sorted(ms.blocks)
-    assert again.next_position == ms.next_position and again.patches == 6
+    assert again.next_position == ms.next_position and again.stats()["patches"] == 6
     again.ingest(PATCHES[6])
-    assert again.patches == 7
+    assert again.stats()["patches"] == 7
 
 
 def test_until_hides_what_has_not_played_yet(tiny):
@@ -199,7 +200,7 @@ def test_until_hides_what_has_not_played_yet(tiny):
     behind = MemoryStream(tiny, MemoryConfig(policy="full", **BIG))
     for p in PATCHES[:7]:
         behind.ingest(p)
-    behind.next_position = ahead.next_position  # same question position, so only the hidden blocks differ
+    behind.store.skip_to(ahead.next_position)  # same question position, so only the hidden blocks differ
     a = ahead.ask(QUESTION, keep_logits=True, sampling=SAMP, until=cut)
     b = behind.ask(QUESTION, keep_logits=True, sampling=SAMP)
     assert a.token_ids == b.token_ids

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.policies.base import Exit, Policy, Selection
+from longwatch.memory.policies.base import Exit, Policy, Selection, leaving_window
 from longwatch.memory.policies.full import FullPolicy
 from longwatch.memory.policies.infinipot import InfiniPotPolicy
 from longwatch.memory.policies.rekv import ReKVPolicy
@@ -26,4 +26,4 @@ def make_policy(cfg: MemoryConfig) -> Policy:
         raise ValueError(f"memory.policy: unknown policy {cfg.policy!r} (choose from {', '.join(REGISTRY)})") from None
 
 
-__all__ = ["Exit", "Policy", "Selection", "REGISTRY", "make_policy"]
+__all__ = ["Exit", "Policy", "Selection", "REGISTRY", "leaving_window", "make_policy"]

@@ -29,7 +29,7 @@ class Selection:
 
 
 class Policy:
-    """A memory policy: decisions only; memory/stream.py owns tensors, tiers and the model.
+    """A memory policy: decisions only; memory/store.py carries them out on tensors and tiers.
 
     Every method is a small function from block metadata and tensors to a decision, so each
     policy is testable on CPU with made-up tensors:
@@ -49,7 +49,7 @@ class Policy:
     - ``select(ids, scores, k, forced)``: which offloaded blocks answer a question (rekv).
     - ``prototype``: True if a compressed block also keeps one merged prototype token (streammem).
 
-    Invariants the stream enforces around these decisions: no tier exceeds its byte budget; a kept
+    Invariants the store (memory/store.py) keeps around these decisions: no tier exceeds its byte budget; a kept
     block keeps its timestamp text; with budgets larger than the stream nothing is dropped or
     compressed, so answers equal ``full``.
     """
@@ -84,6 +84,14 @@ class Policy:
 
     def select(self, ids: list[int], scores: torch.Tensor, k: int, forced: list[int]) -> list[Selection]:
         return []
+
+
+def leaving_window(window: list[Block], size: int | None) -> list[Block]:
+    """The blocks that leave a window (`window`: non-sink device blocks, oldest first) kept at `size`
+    blocks: the oldest ones beyond it; None (full) keeps them all."""
+    if size is None:
+        return []
+    return window[: max(0, len(window) - size)]
 
 
 def keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
