@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from longwatch.eval.environment import results_dir, save_result
-    from longwatch.memory.index import FaissIndex, TorchIndex
+    from longwatch.memory.retrieval import FaissIndex, TorchIndex
 
     out = results_dir(args.out)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

@@ -1,4 +1,4 @@
-"""Question-driven block retrieval (ReKV): per-layer query vs block key summaries, combined, top-k plus times.
+"""Question-driven block retrieval (ReKV): block key summaries, question queries, their index, scores, top-k.
 
 Score of block b at layer l is the mean, over the question's tokens and query heads, of q . k_b
 where k_b is the block's mean key for the query head's KV group (GQA). That mean of dot products
@@ -7,10 +7,19 @@ factorises into one inner product per layer between
 so an inner-product index over K_l answers it exactly. Layers are combined by z-scoring each
 layer's scores over the candidates and averaging: raw dot products grow with the key norms of a
 layer, and ReKV's unnormalised "cosine" lets a few layers dominate.
+
+The index holds the summaries: faiss (GPU when present) or a torch matmul; both score every indexed
+block against one query per layer (inner product). Which backend ran is logged; `index: auto` falls
+back to torch, with a log line, when faiss is absent.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+
+import numpy as np
 import torch
 
 from longwatch.backbone.rope import apply_shift, shift_cos_sin
@@ -68,3 +77,134 @@ def spread(ids: list[int], limit: int) -> list[int]:
         return [ids[len(ids) // 2]]
     step = (len(ids) - 1) / (limit - 1)
     return [ids[round(i * step)] for i in range(limit)]
+
+
+log = logging.getLogger(__name__)
+
+
+class TorchIndex:
+    """Summaries in one preallocated [layers, capacity, dim] float32 tensor on the compute device.
+
+    Adding writes a row in place (capacity doubles when full); removing moves the last row into the
+    hole, so scoring is a single batched matrix-vector product over the first N rows.
+    """
+
+    name = "torch"
+
+    def __init__(self, num_layers: int, dim: int, device: torch.device | str = "cpu") -> None:
+        self.num_layers, self.dim, self.device = num_layers, dim, torch.device(device)
+        self._ids: list[int] = []
+        self._row: dict[int, int] = {}
+        self._mat = torch.empty(num_layers, 64, dim, device=self.device)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, block_id: int, summary: torch.Tensor) -> None:
+        n = len(self._ids)
+        if n == self._mat.shape[1]:
+            grown = torch.empty(self.num_layers, 2 * n, self.dim, device=self.device)
+            grown[:, :n] = self._mat
+            self._mat = grown
+        self._mat[:, n] = summary.to(self.device, torch.float32)
+        self._ids.append(block_id)
+        self._row[block_id] = n
+
+    def remove(self, block_id: int) -> None:
+        i, last = self._row.pop(block_id), len(self._ids) - 1
+        if i != last:
+            moved = self._ids[last]
+            self._mat[:, i] = self._mat[:, last]
+            self._ids[i] = moved
+            self._row[moved] = i
+        self._ids.pop()
+
+    def scores(self, query: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """query [layers, dim] -> (ids, scores [layers, N])."""
+        n = len(self._ids)
+        if n == 0:
+            return [], torch.empty(self.num_layers, 0)
+        q = query.to(self.device, torch.float32).unsqueeze(-1)
+        return list(self._ids), torch.bmm(self._mat[:, :n], q).squeeze(-1).cpu()
+
+    @property
+    def nbytes(self) -> int:
+        return self._mat.numel() * 4
+
+
+class FaissIndex:
+    """One exact inner-product index per layer (IndexIDMap2 over IndexFlatIP), on GPU when faiss has one."""
+
+    name = "faiss"
+
+    def __init__(self, num_layers: int, dim: int, use_gpu: bool | None = None) -> None:
+        import faiss
+
+        self.faiss, self.num_layers, self.dim = faiss, num_layers, dim
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        self.gpu = bool(gpus) if use_gpu is None else use_gpu and bool(gpus)
+        self._res = faiss.StandardGpuResources() if self.gpu else None
+        self._ids: set[int] = set()
+        self._layers = [self._new() for _ in range(num_layers)]
+        if self.gpu:
+            self.name = "faiss-gpu"
+
+    def _new(self):
+        idx = self.faiss.IndexIDMap2(self.faiss.IndexFlatIP(self.dim))
+        if not self.gpu:
+            return idx
+        try:
+            return self.faiss.index_cpu_to_gpu(self._res, 0, idx)
+        except RuntimeError as e:  # an index type this faiss build cannot clone: stay correct on the CPU
+            log.warning("faiss GPU index unavailable (%s); using the CPU index", e)
+            self.gpu, self.name = False, "faiss"
+            return idx
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, block_id: int, summary: torch.Tensor) -> None:
+        vecs = summary.detach().to("cpu", torch.float32).numpy()
+        ids = np.array([block_id], dtype=np.int64)
+        for layer, index in enumerate(self._layers):
+            index.add_with_ids(np.ascontiguousarray(vecs[layer: layer + 1]), ids)
+        self._ids.add(block_id)
+
+    def remove(self, block_id: int) -> None:
+        sel = np.array([block_id], dtype=np.int64)
+        for index in self._layers:
+            index.remove_ids(sel)
+        self._ids.discard(block_id)
+
+    def scores(self, query: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        n = len(self._ids)
+        if n == 0:
+            return [], torch.empty(self.num_layers, 0)
+        q = query.detach().to("cpu", torch.float32).numpy()
+        ids = np.array(sorted(self._ids), dtype=np.int64)
+        out = np.empty((self.num_layers, n), dtype=np.float32)
+        for layer, index in enumerate(self._layers):
+            d, found = index.search(np.ascontiguousarray(q[layer: layer + 1]), n)
+            out[layer, np.searchsorted(ids, found[0])] = d[0]
+        return ids.tolist(), torch.from_numpy(out)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._ids) * self.num_layers * self.dim * 4
+
+
+def make_index(kind: str, num_layers: int, dim: int, device: torch.device | str = "cpu"):
+    """Index backend by name (auto, faiss, torch); env LONGWATCH_INDEX overrides. Logs the choice."""
+    kind = os.environ.get("LONGWATCH_INDEX", kind)
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    if kind == "faiss" and not has_faiss:
+        raise RuntimeError("memory.index is faiss but the faiss module is not installed "
+                           "(pip install faiss-cpu, or faiss-gpu on CUDA machines)")
+    if kind in ("faiss", "auto") and has_faiss:
+        idx = FaissIndex(num_layers, dim, use_gpu=torch.device(device).type == "cuda")
+        log.info("retrieval index: %s (%d layers x %d dims)", idx.name, num_layers, dim)
+        return idx
+    if kind == "auto":
+        log.warning("retrieval index: faiss not installed, falling back to torch matmul")
+    log.info("retrieval index: torch on %s", device)
+    return TorchIndex(num_layers, dim, device)

@@ -24,9 +24,8 @@ from longwatch.memory.blockfiles import FileRef
 from longwatch.memory.budget import DevicePlan
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.device import DeviceTier, placed, shrink
-from longwatch.memory.index import FaissIndex, TorchIndex
 from longwatch.memory.policies import Policy
-from longwatch.memory.retrieval import absolute_summary, block_summary
+from longwatch.memory.retrieval import FaissIndex, TorchIndex, absolute_summary, block_summary
 from longwatch.memory.tiers import DiskTier, HostTier
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from longwatch.memory.answer import Answer, Answerer, Evidence
 from longwatch.memory.block import Block
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.encode import Encoder
-from longwatch.memory.index import make_index
 from longwatch.memory.persist import Journal, check_saved, header, snapshot
 from longwatch.memory.policies import make_policy
+from longwatch.memory.retrieval import make_index
 from longwatch.memory.store import BlockStore
 from longwatch.memory.tiers import DiskTier, HostTier
 

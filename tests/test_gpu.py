@@ -47,7 +47,7 @@ def test_offload_uses_pinned_host_memory():
 
 
 def test_gpu_index_scores_match_cpu():
-    from longwatch.memory.index import FaissIndex, TorchIndex
+    from longwatch.memory.retrieval import FaissIndex, TorchIndex
 
     q = torch.randn(4, 32)
     rows = {i: torch.randn(4, 32) for i in range(50)}

@@ -8,11 +8,11 @@ import torch
 from longwatch.memory.block import Block
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.device import compress_kv
-from longwatch.memory.index import FaissIndex, TorchIndex
 from longwatch.memory.policies import REGISTRY, Exit, make_policy
 from longwatch.memory.policies.base import fit_global, keep_top
 from longwatch.memory.policies.infinipot import tar_van_scores
 from longwatch.memory.policies.streammem import proxy_attention_scores
+from longwatch.memory.retrieval import FaissIndex, TorchIndex
 from longwatch.memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
 from longwatch.memory.timeparse import parse_clock, parse_time_ranges
 

@@ -21,8 +21,8 @@ from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block
 from longwatch.memory.budget import DevicePlan
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.device import placed
-from longwatch.memory.index import TorchIndex
 from longwatch.memory.policies import Selection, leaving_window, make_policy
+from longwatch.memory.retrieval import TorchIndex
 from longwatch.memory.store import BlockStore
 from longwatch.memory.tiers import DiskTier, HostTier
 
@@ -131,7 +131,7 @@ def test_streammem_scores_leaving_blocks_with_the_given_scorer():
 
 def test_rebase_rotates_device_keys_and_stored_blocks_come_back_at_their_position():
     store = _store("rekv", host=10 * BLOCK_BYTES)
-    (a, kva), (b, kvb) = _add(store, 0), _add(store, 1)
+    (a, kva), (_, kvb) = _add(store, 0), _add(store, 1)
     store.offload(a)
     store.rebase(100)
     assert store.base == 100 and store.next_position == 2 * TOKENS - 100
