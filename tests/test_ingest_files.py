@@ -77,7 +77,7 @@ def test_reader_fallback_is_logged_with_decode_time(tmp_path, monkeypatch, caplo
     # A raw H.264 stream has no container index: decord cannot read it, PyAV can.
     raw = make_video(tmp_path / "raw.h264", seconds=2.0, fps=30, fmt="h264")
     monkeypatch.setenv("LONGWATCH_READER", "decord")
-    with caplog.at_level(logging.INFO, logger="ingest"):
+    with caplog.at_level(logging.INFO, logger="longwatch.ingest"):
         out, stream = patches(raw, fps=2.0, frame_size="64")
     assert len(out) == 2 and stream.state.state == "ended"
     text = caplog.text
