@@ -1,14 +1,20 @@
-"""A memory block (one temporal patch's K/V plus the metadata policies decide on), the stream's state, and
-what persistence is told about each change: the vocabulary the store, encoding, answering and the journal share."""
+"""A memory block (one temporal patch's K/V plus the metadata policies decide on), the tensor operations on
+a block's K/V (rotate, place, compress, shrink), the stream's state, and what persistence is told about
+each change: the vocabulary the store, encoding, answering and the journal share.
+
+Block K/V are [layers, 2 (keys, values), kv_heads, tokens, head_dim], keys already rotated (RoPE).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
+from longwatch.backbone.rope import apply_shift, shift_cos_sin
 from longwatch.memory.blockfiles import BlockFiles, FileRef
 
 DEVICE, MEMORY, HOST, DISK, EVICTED = "device", "memory", "host", "disk", "evicted"
@@ -68,6 +74,64 @@ class Block:
     def describe(self) -> dict:
         return {"id": self.id, "t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3),
                 "tokens": self.n_tokens, "tier": self.tier, "sink": self.is_sink}
+
+
+def rotate_kv(kv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """A copy of kv [layers, 2, kv_heads, n, head_dim] with keys rotated by a position shift."""
+    out = kv.clone()
+    out[:, 0] = apply_shift(kv[:, 0], cos, sin)
+    return out
+
+
+def placed(kv: torch.Tensor, block: Block, base: int, target: int | None, rotary: torch.nn.Module) -> torch.Tensor:
+    """kv of a stored block (keys rotated for model positions pos - block.rot_base) rotated to start at
+    model position `target` (None = its own position in a stream re-based by `base`)."""
+    phase = block.pos_start - block.rot_base
+    goal = block.pos_start - base if target is None else target
+    if goal == phase:
+        return kv
+    cos, sin = shift_cos_sin(rotary, goal - phase, torch.float32, kv.device)
+    return rotate_kv(kv, cos, sin)
+
+
+def compress_kv(kv: torch.Tensor, block: Block, keep: torch.Tensor, prototype: bool) -> torch.Tensor:
+    """Keep head text, per-layer vision tokens `keep` [layers, k], tail text, plus an optional prototype.
+
+    kv: [layers, 2, kv_heads, n, head_dim] of the whole block; the prototype (mean key and value of
+    vision tokens at the first compression) goes last and is kept as is by later compressions.
+    """
+    h, v = block.n_head, block.n_vis
+    head = kv[:, :, :, :h]
+    vis = kv[:, :, :, h: h + v]
+    tail = kv[:, :, :, h + v: h + v + block.n_tail]
+    layers, two, heads, _, dim = kv.shape
+    idx = keep.to(kv.device)[:, None, None, :, None].expand(layers, two, heads, keep.shape[1], dim)
+    parts = [head, torch.gather(vis, 3, idx), tail]
+    if prototype:
+        start = h + v + block.n_tail
+        if block.n_proto:  # keep the prototype of the block's original frame
+            parts.append(kv[:, :, :, start: start + block.n_proto])
+        else:
+            parts.append(vis.float().mean(3, keepdim=True).to(kv.dtype))
+    return torch.cat(parts, dim=3)
+
+
+def shrink(block: Block, kv: torch.Tensor, scores: torch.Tensor, k: int,
+           keep_fn: Callable[[torch.Tensor, int], torch.Tensor], prototype: bool) -> torch.Tensor:
+    """kv of `block` keeping its text and k vision tokens per layer (`keep_fn(scores, k)`: the policy's
+    pick by `scores` [layers, n_vis]), plus a prototype token if `prototype`; updates the block's metadata."""
+    # a new prototype must not make the block longer: it takes one vision token's place
+    add_proto = prototype and not block.n_proto and block.n_vis >= 2
+    k = min(k, block.n_vis - 1) if add_proto else min(k, block.n_vis)
+    keep = keep_fn(scores, k)
+    new = compress_kv(kv, block, keep, add_proto or bool(block.n_proto))
+    block.scores = torch.gather(scores, 1, keep)
+    orig = block.kept if block.kept is not None else torch.arange(block.n_vis).expand(keep.shape[0], -1)
+    block.kept = torch.gather(orig, 1, keep)
+    block.n_vis = keep.shape[1]
+    if add_proto:
+        block.n_proto = 1
+    return new
 
 
 class Recorder(Protocol):

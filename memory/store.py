@@ -19,14 +19,13 @@ import torch
 
 from longwatch.backbone.cache import KVCache
 from longwatch.backbone.rope import shift_cos_sin
-from longwatch.memory.block import DEVICE, DISK, EVICTED, HOST, MEMORY, Block, Recorder, StreamState
+from longwatch.memory.block import DEVICE, DISK, EVICTED, HOST, MEMORY, Block, Recorder, StreamState, placed, shrink
 from longwatch.memory.blockfiles import FileRef
 from longwatch.memory.budget import DevicePlan
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.device import DeviceTier, placed, shrink
 from longwatch.memory.policies import Policy
 from longwatch.memory.retrieval import FaissIndex, TorchIndex, absolute_summary, block_summary
-from longwatch.memory.tiers import DiskTier, HostTier
+from longwatch.memory.tiers import DeviceTier, DiskTier, HostTier
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ class BlockStore:
             scores = score(kv[:, 0, :, block.n_head: block.n_head + block.n_vis]).float().cpu()
         else:
             scores = block.scores if block.scores is not None else torch.zeros(kv.shape[0], block.n_vis)
-        new = shrink(block, kv, scores, self.policy.keep_count(block.n_vis), self.policy)
+        new = shrink(block, kv, scores, self.policy.keep_count(block.n_vis), self.policy.keep, self.policy.prototype)
         self._fit_memory(reserve=new.shape[3])  # room first: the store never exceeds its budget
         block.meta["compressed"] = True
         block.tier, block.rot_base = MEMORY, self._state.base
@@ -231,7 +230,7 @@ class BlockStore:
                 self._evict(b)
             elif counts[b.id] < b.n_vis:
                 scores = b.scores if b.scores is not None else torch.zeros(self.cache.num_layers, b.n_vis)
-                self._device.memory[b.id] = new = shrink(b, self._device.memory[b.id], scores, counts[b.id], self.policy)
+                self._device.memory[b.id] = new = shrink(b, self._device.memory[b.id], scores, counts[b.id], self.policy.keep, self.policy.prototype)
                 if self._journal:
                     self._journal.put(b, new, self._state.as_dict())
                     self._journal.tier(b)

@@ -1,7 +1,7 @@
-"""Host and disk tiers: byte-budgeted block stores that never exceed their budget, coldest-first order.
-
-The device tier is the KV cache itself (backbone.cache.KVCache, capped at the device budget);
-see memory/device.py. Blocks move device -> host -> disk (memory/store.py decides); the last enabled tier evicts.
+"""The tiers a block lives in: device (the KV cache's live blocks plus the compressed store beside it),
+host RAM and disk. Each holds what it is told and keeps its byte accounting; host and disk never exceed
+their budget and keep a coldest-first order. memory/store.py decides every move
+(device -> host -> disk; the last enabled tier evicts).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from longwatch.backbone.cache import KVCache
+from longwatch.memory.block import Block
 from longwatch.memory.blockfiles import BlockFiles, FileRef
 
 
@@ -146,3 +148,96 @@ class DiskTier(Tier):
 
     def ref(self, block_id: int) -> FileRef:
         return self._refs[block_id]
+
+
+class DeviceTier:
+    """The cache's live blocks in cache order, plus the compressed blocks kept on the device beside it.
+
+    Layout: cache slots [prefix | sink blocks | recent window], in time order, so a block's offset is
+    the sum of the token counts before it; the compressed store is one kv tensor per block
+    [layers, 2, kv_heads, n, head_dim]. Bytes = the cache's allocation + the store's tensors; `peak`
+    is the largest seen. This class does what it is told: BlockStore decides what moves.
+    """
+
+    def __init__(self, cache: KVCache) -> None:
+        self.cache = cache
+        self.blocks: list[Block] = []
+        self.memory: dict[int, torch.Tensor] = {}
+        self.peak = 0
+
+    @property
+    def length(self) -> int:
+        return sum(b.n_tokens for b in self.blocks)
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.allocated_bytes + sum(t.numel() * t.element_size() for t in self.memory.values())
+
+    def track(self) -> None:
+        """Record the peak (after anything that may have grown the cache or the store)."""
+        self.peak = max(self.peak, self.nbytes)
+
+    def offset(self, block: Block) -> int:
+        off = 0
+        for b in self.blocks:
+            if b is block:
+                return off
+            off += b.n_tokens
+        raise KeyError(block.id)
+
+    def adopt_tail(self, block: Block) -> None:
+        """Record a block whose tokens the model has just appended at the end of the cache."""
+        if self.length + block.n_tokens != self.cache.length:
+            raise RuntimeError(f"cache holds {self.cache.length} tokens, region expects {self.length + block.n_tokens}")
+        self.blocks.append(block)
+
+    def append(self, block: Block, kv: torch.Tensor) -> None:
+        """Write a stored block's kv [layers, 2, kv_heads, n, head_dim] at the end and record it."""
+        if kv.shape[3] != block.n_tokens:
+            raise ValueError(f"block {block.id}: kv has {kv.shape[3]} tokens, metadata says {block.n_tokens}")
+        self.cache.truncate(self.length)
+        self.cache.append(kv.to(self.cache.device, self.cache.dtype))
+        self.blocks.append(block)
+
+    def read(self, block: Block) -> torch.Tensor:
+        off = self.offset(block)
+        return self.cache.read(off, off + block.n_tokens)
+
+    def remove(self, block: Block) -> torch.Tensor:
+        """Take a block out of the cache; returns a copy of its kv."""
+        off = self.offset(block)
+        kv = self.cache.read(off, off + block.n_tokens)
+        self.cache.remove(off, off + block.n_tokens)
+        self.blocks.remove(block)
+        return kv
+
+    def rotate_all(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Rotate every live key by a position shift (re-basing)."""
+        self.cache.rotate_keys_(0, self.length, cos, sin)
+
+    def keys(self, block: Block) -> list[torch.Tensor]:
+        """Per-layer cached (rotated) keys of a block: [n, kv_heads, head_dim] views."""
+        off = self.offset(block)
+        return [self.cache.keys_view(i, off, off + block.n_tokens).transpose(0, 1) for i in range(self.cache.num_layers)]
+
+    def vision_kv(self, block: Block) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of a block's vision keys and values: [layers, kv_heads, n_vis, head_dim] each."""
+        off = self.offset(block) + block.n_head
+        ks = torch.stack([self.cache.keys_view(i, off, off + block.n_vis) for i in range(self.cache.num_layers)])
+        vs = torch.stack([self.cache.values_view(i, off, off + block.n_vis) for i in range(self.cache.num_layers)])
+        return ks, vs
+
+    def stats(self, budget: int | None) -> dict:
+        patches = sum(1 for b in self.blocks if b.kind == "patch")
+        return {"bytes": self.nbytes, "live": self.length * self.cache.bytes_per_token, "peak": self.peak,
+                "budget": budget, "blocks": patches + len(self.memory), "memory_blocks": len(self.memory)}
+
+    def visible_mask(self, hidden: list[Block]) -> torch.Tensor | None:
+        """[cache length] bool, False at the slots of `hidden` blocks (None when nothing is hidden)."""
+        if not hidden:
+            return None
+        visible = torch.ones(self.cache.length, dtype=torch.bool)
+        for b in hidden:
+            off = self.offset(b)
+            visible[off: off + b.n_tokens] = False
+        return visible

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longwatch.memory.block import Block
+from longwatch.memory.block import Block, compress_kv
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.device import compress_kv
 from longwatch.memory.policies import REGISTRY, Exit, make_policy
 from longwatch.memory.policies.base import fit_global, keep_top
 from longwatch.memory.policies.infinipot import tar_van_scores
