@@ -165,15 +165,15 @@ class KVCache(Cache):
 
     def read(self, start: int, end: int) -> torch.Tensor:
         """A copy of slots [start, end): [num_layers, 2, kv_heads, n, head_dim]."""
-        return torch.stack([torch.stack([layer._k[0, :, start:end], layer._v[0, :, start:end]])
+        return torch.stack([torch.stack([layer.keys[0, :, start:end], layer.values[0, :, start:end]])
                             for layer in self.layers])
 
     def keys_view(self, layer: int, start: int, end: int) -> torch.Tensor:
         """View of the cached (rotated) keys of one layer: [kv_heads, n, head_dim]."""
-        return self.layers[layer]._k[0, :, start:end]
+        return self.layers[layer].keys[0, :, start:end]
 
     def values_view(self, layer: int, start: int, end: int) -> torch.Tensor:
-        return self.layers[layer]._v[0, :, start:end]
+        return self.layers[layer].values[0, :, start:end]
 
     def remove(self, start: int, end: int) -> None:
         for layer in self.layers:
@@ -188,5 +188,5 @@ class KVCache(Cache):
         from longwatch.backbone.rope import apply_shift
 
         for layer in self.layers:
-            k = layer._k[0, :, start:end]
+            k = layer.keys[0, :, start:end]  # a view of the live slots: rotated in place
             k.copy_(apply_shift(k, cos, sin))

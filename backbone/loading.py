@@ -107,16 +107,15 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     attn = resolve_attn(cfg.attn, device)
     name = cfg.name
     t0 = time.perf_counter()
-    from transformers import AutoModelForImageTextToText, Qwen3VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     if name in PRESETS:
         from longwatch.backbone.tokenizer import load_offline_tokenizer
 
         config = preset_config(name)
-        config._attn_implementation = attn
         torch.manual_seed(cfg.seed)
         with torch.device(device):
-            model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype)
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn)
         tokenizer = load_offline_tokenizer()
         is_preset = True
     else:

@@ -74,4 +74,4 @@ class Backbone:
         """Tokens one patch segment costs (timestamp text + vision start/end + vision tokens)."""
         from longwatch.backbone.prompt import timestamp_text
 
-        return len(self.layout._encode(timestamp_text(t))) + 2 + vision_tokens(size)
+        return len(self.layout.encode_text(timestamp_text(t))) + 2 + vision_tokens(size)

@@ -56,7 +56,7 @@ def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torc
     Boolean for SDPA (True = attend), additive float for eager; flash-attention-2 takes no such mask.
     transformers passes a 4D mask through unchanged, so this hides cached slots without touching the model.
     """
-    impl = model.config._attn_implementation
+    impl = model.config._attn_implementation  # noqa: SLF001 - transformers exposes the backend only so
     if impl not in ("sdpa", "eager"):
         raise ValueError(f"hiding cached slots needs attn sdpa or eager, not {impl}")
     past = visible.numel()

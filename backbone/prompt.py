@@ -76,11 +76,11 @@ class PromptLayout:
         self.stop_ids = sorted({self.im_end, *(
             [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
 
-    def _encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def text_segment(self, text: str, kind: str = "text") -> Segment:
-        ids = torch.tensor(self._encode(text), dtype=torch.long)
+        ids = torch.tensor(self.encode_text(text), dtype=torch.long)
         types = torch.zeros_like(ids, dtype=torch.int32)
         pos, span = mrope_positions(types, [], 0)
         return Segment(ids, types, pos, span, kind=kind)
@@ -99,7 +99,7 @@ class PromptLayout:
         _, gh, gw = grid_thw
         h, w = gh // 2, gw // 2
         n = h * w
-        stamp = self._encode(timestamp_text(t_mid if t_mid is not None else (t_start + t_end) / 2))
+        stamp = self.encode_text(timestamp_text(t_mid if t_mid is not None else (t_start + t_end) / 2))
         ids = torch.tensor(stamp + [self.vision_start] + [self.video_pad] * n + [self.vision_end], dtype=torch.long)
         types = torch.full_like(ids, TEXT, dtype=torch.int32)
         types[len(stamp) + 1: len(stamp) + 1 + n] = VIDEO
