@@ -133,14 +133,14 @@ def build_folder(name: str, compact: Path | None = None, root: Path | None = Non
 
 
 def _write_folder(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, str], out: Path) -> None:
-    from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, GenerationConfig
 
     from longwatch.backbone.presets import preset_config
     from longwatch.backbone.tokenizer import load_offline_tokenizer
 
     config = preset_config(name)
     state = full_state(tensors, config.text_config.vocab_size)
-    model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.float16)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float16)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("lm_head.")]
     if missing or unexpected:

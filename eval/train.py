@@ -40,7 +40,7 @@ class TrainConfig:
     """Architecture (backbone/presets.py) of the model trained."""
     seed: int = 0
     """Seeds the weights, the data order and the training videos (split 'train' of NeedleStream v2)."""
-    steps: int = 3200
+    steps: int = 3000
     """Optimizer steps; one video with all its queries per step."""
     lr: float = 2e-3
     """Peak learning rate (AdamW), after `warmup` steps; cosine decay to a tenth at the end."""
@@ -52,7 +52,7 @@ class TrainConfig:
     """Held-out videos (split 'heldout', seed 10_000 + seed) scored teacher-forced during training."""
     eval_every: int = 300
     checkpoint_minutes: float = 3.0
-    threads: int = 1
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.lr <= 0:
@@ -170,23 +170,26 @@ def reduced_logits(model: torch.nn.Module, batch: Batch, vocab: Vocab) -> torch.
 
 
 def query_correct(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """[Q] True where every answer token of the query is the argmax (teacher-forced exact answer)."""
-    hit = (logits.argmax(-1) == batch.targets).float()
+    """[Q] True where every answer token of the query is the argmax (teacher-forced exact answer).
+
+    The argmax of the full model competes with one zero logit per untrained token, not with their summed
+    mass (the last column of `reduced_logits`, which only the softmax needs)."""
+    scores = torch.cat([logits[:, :-1], torch.zeros(len(logits), 1, dtype=logits.dtype)], dim=1)
+    hit = (scores.argmax(-1) == batch.targets).float()
     n = int(batch.query_of.max()) + 1
     miss = torch.zeros(n).index_add_(0, batch.query_of, 1 - hit)
     return miss == 0
 
 
 def build_model(cfg: TrainConfig, vocab: Vocab, tokenizer: Any) -> torch.nn.Module:
-    from transformers import Qwen3VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     from longwatch.backbone.presets import preset_config
 
     special = {k: int(vocab.rows(torch.tensor(tokenizer.convert_tokens_to_ids(v)))) for k, v in TOKEN_FIELDS.items()}
     config = preset_config(cfg.preset, vocab_size=vocab.size + 1, token_ids=special)
-    config._attn_implementation = "sdpa"
     torch.manual_seed(cfg.seed)
-    model = Qwen3VLForConditionalGeneration._from_config(config, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
     zero_unused_row(model, vocab)
     return model
 
@@ -262,6 +265,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     model = build_model(cfg, vocab, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
+    notes: list[str] = list(state.get("notes", [])) if state else []
     start, wall = 0, 0.0
     if state:
         model.load_state_dict(state["model"])
@@ -274,7 +278,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     def snapshot(step: int) -> None:
         save_state(state_path, {"config": cfg.__dict__, "vocab": vocab.ids.tolist(), "model": model.state_dict(),
                                 "optimizer": opt.state_dict(), "step": step, "history": history,
-                                "wall_s": wall + time.monotonic() - t_mark})
+                                "wall_s": wall + time.monotonic() - t_mark, "notes": notes})
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not progress)
     acc = history[-1]["heldout"]["all"] if history else float("nan")
@@ -304,4 +308,5 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
             break
     final = torch.load(state_path, weights_only=False)
     return {"config": cfg.__dict__, "steps": final["step"], "wall_s": round(final["wall_s"], 1),
-            "vocab_size": vocab.size, "history": final["history"], "state": str(state_path)}
+            "vocab_size": vocab.size, "history": final["history"], "notes": final.get("notes", []),
+            "state": str(state_path)}

@@ -143,10 +143,12 @@ def _extra_queries(ex: Example, rng: np.random.Generator, cut_at) -> None:
         if not any(s.t0 - 1 <= t <= s.t1 + 1 for s in plan.needles if s.kind == "sign"):
             ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", NO_SIGN, n, "what_at_clock"))
     # what is on screen now, and yes/no about it
-    for _ in range(1):
-        k = int(rng.choice(busy)) if busy and rng.random() < 0.7 else int(rng.integers(n))
+    # Seeing comes before time-grounding: a short "now" caption after every patch (dense supervision of the
+    # vision path; a first run with four per video had barely started to use the pixels after 900 steps).
+    for k in range(n):
         ex.queries.append(Query("What is on screen now?", ex.captions[k], k + 1, "caption_now"))
-        ex.queries.append(_yesno(ex, k, rng))
+    k = int(rng.choice(busy)) if busy and rng.random() < 0.7 else int(rng.integers(n))
+    ex.queries.append(_yesno(ex, k, rng))
     # caption-text memory: notes with times instead of the video
     notes = [(ex.times[k][1], ex.captions[k]) for k in range(n) if ex.captions[k] != NOTHING]
     askable = [q for q in ex.queries if q.kind in ("what_at", "when", "no_needle", "first", "single")]
