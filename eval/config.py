@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from longwatch.backbone.config import ModelConfig
+from longwatch.backbone.presets import NATIVE_FRAME_SIZE
 from longwatch.ingest.config import IngestConfig
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.schema import ConfigError, build
@@ -70,6 +71,9 @@ def read_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
+    native = NATIVE_FRAME_SIZE.get(str((data.get("model") or {}).get("name")))
+    if native and (overrides or {}).get("ingest.frame_size") is None:
+        _set_dotted(data, "ingest.frame_size", native)  # the size the checkpoint was trained at
     return data
 
 

@@ -258,6 +258,24 @@ def plan_video(preset: Preset, seed: int, index: int, name: str = "needle", spli
     return plan
 
 
+def demo_plan() -> VideoPlan:
+    """The demo's sample video: NeedleStream v2 at the needle-tiny frame size, needles at round times
+    (the sign KIWI at 00:11-00:13, so "What word was on the sign at 00:12?" has an answer)."""
+    needles = [Needle("shape0", "shape", 4.0, 6.0, color="red", shape="circle", cell=0),
+               Needle("star0", "star", 8.0, 9.0, role="count"),
+               Needle("sign0", "sign", 11.0, 13.0, word="KIWI"),
+               Needle("star1", "star", 15.5, 16.5, role="count"),
+               Needle("decoy_shape0", "shape", 18.5, 20.5, role="decoy", color="red", shape="square", cell=8),
+               Needle("sequence", "sequence", 21.5, 26.0, role="order",
+                      items=[{"color": "blue", "shape": "triangle"}, {"color": "green", "shape": "circle"},
+                             {"color": "orange", "shape": "square"}]),
+               Needle("decoy_sign0", "sign", 27.0, 29.0, role="decoy", word="LEMON"),
+               Needle("star2", "star", 33.0, 34.0, role="count")]
+    plan = VideoPlan("demo", 40.0, (128, 128), 8, 0, needles, motion_seed=7, version=2)
+    plan.questions = _questions(np.random.default_rng(0), needles, plan.duration_s)
+    return plan
+
+
 def plan_bench(preset: str, seed: int) -> list[VideoPlan]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")

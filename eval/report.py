@@ -23,6 +23,24 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def interval95(p: float | None, n: int) -> tuple[float, float] | None:
+    """Wilson 95% interval of a proportion `p` over `n` questions (for fractional scores, such as counting's,
+    an approximation of the same width)."""
+    if p is None or n <= 0:
+        return None
+    z = 1.96
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _task_cell(task: dict[str, Any] | None) -> str:
+    if not task or task.get("accuracy") is None:
+        return "-"
+    ci = interval95(task["accuracy"], int(task.get("n", 0)))
+    return f"{task['accuracy']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}] n={task['n']}" if ci else "")
+
+
 def headline(agg: dict[str, Any]) -> float | None:
     """The one accuracy number of a benchmark summary (NeedleStream: mean score over all question kinds)."""
     return agg.get("overall", agg.get("accuracy"))
@@ -96,9 +114,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         tasks = sorted({t for r in brows for t in r["detail"].get("tasks", {})})
         if tasks:
             labels = [r["policy"] + ("" if r["budget"] is None else f" @ {_fmt(r['budget'], 'bytes')}") for r in brows]
-            out += ["", "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(brows) + 1)]
+            out += ["", "Accuracy per task, with its 95% interval (Wilson) and the number of questions:", "",
+                    "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(brows) + 1)]
             for t in tasks:
-                cells = [_fmt(r["detail"]["tasks"].get(t, {}).get("accuracy")) for r in brows]
+                cells = [_task_cell(r["detail"]["tasks"].get(t)) for r in brows]
                 out.append(f"| {t} | " + " | ".join(cells) + " |")
         extras = {k: v for k, v in brows[0]["detail"].items() if k in ("tracks", "proactive")}
         if extras:

@@ -16,6 +16,7 @@ BENCHES = {
     "fidelity": "longwatch.eval.bench_fidelity",
     "speed": "longwatch.eval.bench_speed",
     "retrieval": "longwatch.eval.bench_retrieval",
+    "offline": "longwatch.eval.bench_offline",
 }
 
 
