@@ -33,8 +33,19 @@ class CheckpointError(RuntimeError):
 
 
 def shipped_file(name: str) -> Path:
-    """The compact file of trained preset `name`, inside the installed package."""
-    return Path(str(resources.files("longwatch.backbone") / "weights" / f"{name}.safetensors"))
+    """The compact file of trained preset `name`: the one shipped inside the package, else the one
+    `longwatch train` installed in the user's cache (cache_root()/weights/)."""
+    packaged = Path(str(resources.files("longwatch.backbone") / "weights" / f"{name}.safetensors"))
+    return packaged if packaged.is_file() else trained_file(name)
+
+
+def trained_file(name: str) -> Path:
+    """Where `longwatch train` installs the compact file it exported."""
+    return cache_root() / "weights" / f"{name}.safetensors"
+
+
+def is_available(name: str) -> bool:
+    return shipped_file(name).is_file()
 
 
 def cache_root() -> Path:
@@ -105,7 +116,8 @@ def build_folder(name: str, compact: Path | None = None, root: Path | None = Non
     """
     compact = compact or shipped_file(name)
     if not compact.is_file():
-        raise CheckpointError(f"{compact}: the checkpoint file of preset {name!r} is missing; reinstall longwatch")
+        raise CheckpointError(f"{compact}: no weights for preset {name!r} are shipped or installed; train them with "
+                              f"`longwatch train --preset {name} --seed 0` (it installs them), or use another --model")
     root = root or cache_root()
     folder = root / f"{name}-{_digest(compact)}"
     if (folder / "config.json").is_file():

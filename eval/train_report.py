@@ -13,8 +13,24 @@ def finish(record: dict[str, Any], out: Path, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     compact = export_compact(Path(record["state"]), out / "needle-tiny.safetensors")
     record["compact_checkpoint"] = str(compact)
+    record["installed"] = str(install(compact))
     plot_curve(record, results / "train_curve.png")
     write_record(record, results / "train_run.json")
+
+
+def install(compact: Path) -> Path:
+    """Copy the exported file to where `--model needle-tiny` finds it when the package ships none."""
+    import os
+    import shutil
+
+    from longwatch.backbone.shipped import trained_file
+
+    target = trained_file("needle-tiny")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(compact, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def plot_curve(record: dict[str, Any], path: Path) -> None:

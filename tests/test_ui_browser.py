@@ -49,7 +49,8 @@ def browser(playwright):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, playwright):
-    server = Server("demo", "demo", cache=tmp_path_factory.mktemp("cache"))
+    # the random-weights tiny preset: these tests check the machinery, not the answers
+    server = Server("demo", "demo", "--model", "tiny", cache=tmp_path_factory.mktemp("cache"))
     try:
         yield server.wait_ready()
     finally:
