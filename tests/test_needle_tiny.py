@@ -21,7 +21,8 @@ from longwatch.eval.formats.prompts import format_prompt
 from longwatch.eval.needlestream_render import make_bench
 from longwatch.eval.scoring import score_question
 
-pytestmark = pytest.mark.skipif(not (Path(__file__).parents[1] / "backbone" / "weights" / "needle-tiny.safetensors").is_file(),
+SHIPPED = Path(__file__).parents[1] / "backbone" / "weights" / "needle-tiny.safetensors"
+needs_weights = pytest.mark.skipif(not SHIPPED.is_file(),
                                 reason="needle-tiny weights are not shipped in backbone/weights/ yet (train them with "
                                        "`longwatch train --seed 0`; README, needle-tiny)")
 HELDOUT_SEED = 1
@@ -36,10 +37,12 @@ def cache(tmp_path_factory) -> Path:
     os.environ.pop("LONGWATCH_CACHE", None)
 
 
+@needs_weights
 def test_shipped_file_is_under_the_size_limit():
     assert shipped_file("needle-tiny").stat().st_size <= MAX_BYTES
 
 
+@needs_weights
 def test_loads_by_name_and_by_folder_with_the_same_weights(cache):
     by_name = load_model(ModelConfig(name="needle-tiny", device="cpu"))
     folder = next(cache.glob("needle-tiny-*"))
@@ -52,6 +55,7 @@ def test_loads_by_name_and_by_folder_with_the_same_weights(cache):
     assert not by_name.is_preset  # a real checkpoint: no random-weights warning
 
 
+@needs_weights
 def test_truncated_checkpoint_is_one_clear_error_and_leaves_nothing(tmp_path):
     bad = tmp_path / "needle-tiny.safetensors"
     bad.write_bytes(shipped_file("needle-tiny").read_bytes()[:100_000])
@@ -61,11 +65,18 @@ def test_truncated_checkpoint_is_one_clear_error_and_leaves_nothing(tmp_path):
     assert not root.exists() or not any(root.iterdir())
 
 
+@needs_weights
 def test_unwritable_cache_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(CheckpointError, match="LONGWATCH_CACHE"):
         build_folder("needle-tiny", root=blocker / "cache")
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(CheckpointError, match="longwatch train"):
+        build_folder("needle-tiny", compact=tmp_path / "none.safetensors", root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_unknown_preset_names_the_choices():
@@ -94,6 +105,7 @@ def heldout(tmp_path_factory) -> list:
     return picked
 
 
+@needs_weights
 @pytest.mark.parametrize("policy", ["full", "rekv"])
 def test_answers_what_was_on_the_sign_at_a_time(cache, heldout, policy):
     right = 0
@@ -103,6 +115,7 @@ def test_answers_what_was_on_the_sign_at_a_time(cache, heldout, policy):
     assert right >= 18, f"{policy}: {right}/20 right"
 
 
+@needs_weights
 def test_cache_folder_survives_a_second_build(cache):
     first = build_folder("needle-tiny")
     assert build_folder("needle-tiny") == first

@@ -38,5 +38,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {summary['videos']} videos ({summary['duration_s']} s) and {summary['questions']} questions "
               f"to {path}")
-        print("next: longwatch eval --bench " + str(path) + " --policy full,sliding,rekv --frame-size 224")
+        from longwatch.eval.needlestream import PRESETS
+
+        size = PRESETS[args.preset].size[0]
+        print(f"next: longwatch eval --bench {path} --policy full,sliding,rekv --frame-size {min(size, 224)}")
     return 0
