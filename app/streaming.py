@@ -18,7 +18,7 @@ def open_memory(bb, cfg: Config, memory_dir: str | None = None, stream_id: str =
 
 def check_video(source: str, cfg: Config) -> None:
     """Fail fast on a bad video (missing, empty, not a video) before the model loads."""
-    from longwatch.ingest import open_source
+    from longwatch.ingest.stream import open_source
 
     open_source(source, cfg.ingest)
 
@@ -27,7 +27,7 @@ def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, 
                 on_patch: Callable | None = None, seconds: float | None = None) -> dict:
     """Ingest `source` into `memory` up to video time `until_s`, or for `seconds` of wall-clock time
     (live sources); returns timing figures."""
-    from longwatch.ingest import open_stream
+    from longwatch.ingest.stream import open_stream
 
     bar = None
     if progress:

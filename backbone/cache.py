@@ -184,8 +184,8 @@ class KVCache(Cache):
             layer.truncate(length)
 
     def rotate_keys_(self, start: int, end: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """Rotate keys in [start, end) in place by a RoPE shift given as cos/sin [head_dim] (see backbone.rope)."""
-        from longwatch.backbone.rope import apply_shift
+        """Rotate keys in [start, end) in place by a RoPE shift given as cos/sin [head_dim] (see backbone.inputs)."""
+        from longwatch.backbone.inputs import apply_shift
 
         for layer in self.layers:
             k = layer.keys[0, :, start:end]  # a view of the live slots: rotated in place

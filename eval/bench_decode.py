@@ -3,7 +3,7 @@
     longwatch bench decode                     # or: python -m longwatch.eval.bench_decode
     longwatch bench decode --video my.mp4 --fps 2
 
-Each reader runs in its own subprocess (so peak RSS is its own) through ingest.readers, sampling by
+Each reader runs in its own subprocess (so peak RSS is its own) through ingest.sources, sampling by
 timestamp at --fps exactly as ingest does. The video is generated once (PyAV, libx264 veryfast,
 x264's default GOP) and cached. Results go to --out (default ./runs/decode_*.json) with the machine, library
 versions and the exact command; the winner is ingest's `auto` reader.
@@ -66,9 +66,8 @@ def run_worker(reader: str, video: Path, fps: float) -> dict:
     """In the subprocess: decode `video` with one reader, sampling at `fps`; report speed and memory."""
     import psutil
 
-    from longwatch.ingest.probe import probe
-    from longwatch.ingest.readers import READERS, ReadStats
-    from longwatch.ingest.sampler import TimestampSampler
+    from longwatch.ingest.patches import TimestampSampler
+    from longwatch.ingest.sources import READERS, ReadStats, probe
 
     info = probe(str(video))
     baseline = psutil.Process().memory_info().rss
@@ -170,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     if not video.exists():
         print(f"bench decode: no such video: {video}", file=sys.stderr)
         return 2
-    from longwatch.ingest.probe import probe
+    from longwatch.ingest.sources import probe
 
     info = probe(str(video))
     runs: dict[str, list[dict]] = {r: [] for r in readers}

@@ -33,8 +33,7 @@ def questions(minutes: float) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from longwatch.backbone.decode import Sampling
-    from longwatch.backbone.model import Backbone
+    from longwatch.backbone.model import Backbone, Sampling
     from longwatch.eval.environment import results_dir, save_result
     from longwatch.eval.flags import config_from_args
     from longwatch.eval.fidelity import measure

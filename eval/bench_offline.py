@@ -31,8 +31,7 @@ def offline_answers(bb: Any, benches: list, videos_dir: Any, cfg: Any, max_video
     import torch
     from transformers import DynamicCache
 
-    from longwatch.backbone.decode import decode
-    from longwatch.backbone.prefill import prefill
+    from longwatch.backbone.model import decode, prefill
     from longwatch.eval.formats.prompts import format_prompt
     from longwatch.eval.runner import open_patches_default, resolve_video
 

@@ -70,7 +70,7 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
 
     import torch
 
-    from longwatch.backbone.decode import Sampling
+    from longwatch.backbone.model import Sampling
     from longwatch.eval.flops import patch_flops
     from longwatch.eval.synthetic import synthetic_patches
     from longwatch.memory.multistream import ingest_batch

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from longwatch.backbone.hooks import QKCapture
-from longwatch.backbone.model import Backbone
-from longwatch.backbone.prefill import prefill
-from longwatch.backbone.prompt import Segment
-from longwatch.backbone.rope import rope_text
+from longwatch.backbone.inputs import Segment, rope_text
+from longwatch.backbone.model import Backbone, QKCapture, prefill
 
 
 def token_kl_top1(ref_logits: torch.Tensor, pol_logits: list[torch.Tensor]) -> dict:

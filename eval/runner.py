@@ -107,8 +107,7 @@ def npy_patches(path: str, frame_size: str, fps: float = 1.0) -> Iterable[Any]:
     """Pre-extracted frames [N, H, W, 3] uint8 at `fps` (ReKV's .npy convention) as TemporalPatches."""
     import numpy as np
 
-    from longwatch.ingest.resize import resize_frames, snap_frame_size
-    from longwatch.ingest.types import TemporalPatch
+    from longwatch.ingest.patches import TemporalPatch, resize_frames, snap_frame_size
 
     frames = np.load(path, mmap_mode="r")
     size = snap_frame_size(frames.shape[1], frames.shape[2], frame_size)
@@ -289,10 +288,10 @@ def memory_stream_factory(backbone: Any) -> StreamFactory:
 
 def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
     """Check a memory config against a video's frame size the way a stream does at its first patch."""
-    from longwatch.backbone.preprocess import vision_tokens
-    from longwatch.ingest.resize import snap_frame_size
-    from longwatch.ingest.probe import probe
-    from longwatch.memory.budget import plan_device
+    from longwatch.backbone.inputs import vision_tokens
+    from longwatch.ingest.patches import snap_frame_size
+    from longwatch.ingest.sources import probe
+    from longwatch.memory.block import plan_device
 
     sizes: dict[Path, tuple[int, int]] = {}
     prefix = len(backbone.layout.prefix())  # what MemoryStream puts before the first block

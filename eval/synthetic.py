@@ -7,8 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from longwatch.eval.sample_video import WORDS, draw_frame
-from longwatch.ingest.resize import snap_frame_size
-from longwatch.ingest.types import TemporalPatch
+from longwatch.ingest.patches import TemporalPatch, snap_frame_size
 
 
 def synthetic_patches(minutes: float, fps: float = 2.0, frame_size: str = "224", source_hw: tuple[int, int] = (360, 640),

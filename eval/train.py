@@ -22,9 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longwatch.backbone.positions import TEXT, mrope_positions
-from longwatch.backbone.preprocess import preprocess_patch
-from longwatch.backbone.prompt import PromptLayout
+from longwatch.backbone.inputs import TEXT, PromptLayout, mrope_positions, preprocess_patch
 from longwatch.eval.train_data import Example, Query, build_example
 
 FULL_VOCAB = 151936

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from longwatch.backbone.prompt import caption_prompt, timestamp_text
+from longwatch.backbone.inputs import caption_prompt, timestamp_text
 from longwatch.eval.formats.prompts import format_prompt
 from longwatch.eval.formats.rekv import load_rekv
 from longwatch.eval.needlestream import (CELLS, COLORS, NO_SIGN, PRESETS, SHAPES, WORDS, Needle, VideoPlan,

@@ -15,10 +15,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "open_source": "longwatch.ingest.api", "open_stream": "longwatch.ingest.api",
+    "open_source": "longwatch.ingest.stream", "open_stream": "longwatch.ingest.stream",
     "PatchStream": "longwatch.ingest.stream", "StreamStats": "longwatch.ingest.stream",
     "Source": "longwatch.ingest.sources", "IngestError": "longwatch.ingest.errors",
-    "TemporalPatch": "longwatch.ingest.types", "SourceState": "longwatch.ingest.types", "IngestConfig": "longwatch.ingest.config",
+    "TemporalPatch": "longwatch.ingest.patches", "SourceState": "longwatch.ingest.patches", "IngestConfig": "longwatch.ingest.config",
 }
 __all__ = sorted(_EXPORTS)
 

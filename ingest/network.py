@@ -16,9 +16,7 @@ import av
 from longwatch.ingest.clock import LiveClock
 from longwatch.ingest.config import IngestConfig
 from longwatch.ingest.errors import IngestError
-from longwatch.ingest.probe import usable_rate
-from longwatch.ingest.readers import DEFAULT_RATE, Frame, Select
-from longwatch.ingest.sources import Source
+from longwatch.ingest.sources import DEFAULT_RATE, Frame, Select, Source, usable_rate
 from longwatch.ingest.uri import LIVE_SCHEMES, redact, scrub
 
 

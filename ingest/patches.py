@@ -1,10 +1,135 @@
-"""Pair sampled frames into temporal patches at the stream's fixed per-frame size (Qwen3-VL's resize)."""
+"""Frames to temporal patches: sampling by timestamp, Qwen3-VL's fixed frame size and resize, pairing, hand-off.
+
+What ingest hands to the rest of longwatch is a `TemporalPatch` (and a `SourceState` for observers). On the
+way, `TimestampSampler` keeps frames by timestamp at the target fps (not by frame index); `snap_frame_size`
+and `resize_frames` give the stream's fixed per-frame size and resize to it with Qwen3-VL's bicubic
+antialiased kernel, without torchvision (the backbone patchifies frames of this size and imports
+`resize_frames` from here); `PatchBuilder` pairs sampled frames; `BoundedBuffer` is the bounded hand-off
+between the decode thread and the consumer (block when full, or drop the oldest).
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from longwatch.ingest.resize import resize_frames, snap_frame_size
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TemporalPatch:
+    """Two sampled frames at the stream's fixed per-frame size: one Qwen3-VL temporal patch.
+
+    frames: uint8 [2, H, W, 3] RGB, H and W multiples of 32 (resized with resize_frames, below).
+    pts: presentation times of the two frames, seconds, monotonic across the stream.
+    t_start = pts[0]; t_end = pts[1] + 1/fps: the span of the stream this patch stands for.
+    gap_before: seconds of stream missing right before this patch (a reconnect), 0 if none.
+    """
+
+    index: int
+    frames: np.ndarray
+    pts: tuple[float, float]
+    t_start: float
+    t_end: float
+    gap_before: float = 0.0
+
+    @property
+    def t_mid(self) -> float:
+        """Mean time of the two frames: the time written in the prompt."""
+        return (self.pts[0] + self.pts[1]) / 2
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """connecting | streaming | reconnecting | ended | failed, with details for the UI and `ingest --json`."""
+
+    state: str
+    source: str
+    """The source with credentials removed."""
+    attempt: int = 0
+    next_retry_s: float | None = None
+    reason: str | None = None
+    at: float = 0.0
+    """Wall-clock time (time.time()) of the change."""
+    extra: dict = field(default_factory=dict)
+
+
+# Timestamps from float32 indexes (decord) or rounded milliseconds (OpenCV) miss a tick by < 1 ms.
+_EPS = 1e-3
+
+
+class TimestampSampler:
+    """Keeps the first frame at or after each tick of a 1/fps grid, whatever the source frame rate.
+
+    The grid starts at the first frame. A frame more than one period past the due tick (a gap, a
+    reconnect, a source slower than fps) is kept and the grid restarts there, so a gap never yields a
+    burst. Times at or before the last kept frame are refused: kept times are strictly increasing.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self._due: float | None = None
+        self.last: float = -math.inf
+
+    def __call__(self, t: float) -> bool:
+        if t <= self.last or (self._due is not None and t < self._due - _EPS):
+            return False
+        if self._due is None or t - self._due >= self.period - _EPS:
+            self._due = t  # first frame, or a jump: restart the grid here
+        self._due += self.period
+        self.last = t
+        return True
+
+
+MULTIPLE = 32
+"""Height and width are multiples of this: Qwen3-VL's ViT patch (16) times its 2x2 merge."""
+
+
+def snap_frame_size(height: int, width: int, frame_size: str | int) -> tuple[int, int]:
+    """Target (H, W) for a stream whose frames are `height` x `width`.
+
+    frame_size "S": keep the aspect ratio inside an S*S pixel budget; "HxW": that size. Both sides are
+    rounded to the nearest multiple of 32 (at least 32), as Qwen3-VL's smart_resize does.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame has no pixels: {height}x{width}")
+    spec = str(frame_size)
+    if re.fullmatch(r"\d+x\d+", spec):
+        h, w = (int(v) for v in spec.split("x"))
+    elif spec.isdigit():
+        budget = int(spec) ** 2
+        scale = math.sqrt(budget / (height * width))
+        h, w = height * scale, width * scale
+    else:
+        raise ValueError(f"frame_size {frame_size!r} is not S or HxW")
+    if max(h, w) / max(1e-9, min(h, w)) > 200:
+        raise ValueError(f"aspect ratio of {height}x{width} is above 200")
+    return max(MULTIPLE, round(h / MULTIPLE) * MULTIPLE), max(MULTIPLE, round(w / MULTIPLE) * MULTIPLE)
+
+
+def resize_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> uint8 [T, 3, h, w], bicubic with antialiasing (torchvision semantics on CPU)."""
+    x = torch.as_tensor(frames)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {tuple(x.shape)} {x.dtype}")
+    x = x.permute(0, 3, 1, 2).contiguous()
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
 
 
 class PatchBuilder:
@@ -39,3 +164,67 @@ class PatchBuilder:
             return None
         (frame, t), self._held = self._held, None
         return np.stack([frame, frame]), (t, t)
+
+
+T = TypeVar("T")
+
+
+class Closed(Exception):
+    """get() on a closed buffer that has nothing left."""
+
+
+class BoundedBuffer(Generic[T]):
+    """A FIFO of at most `capacity` items, safe between threads.
+
+    put(item, timeout) waits for room (files: the decoder waits for the consumer) and returns False on
+    timeout; put_drop_oldest(item) never waits and returns the items it pushed out (live sources:
+    the consumer always gets the newest). close() wakes everyone; get() then drains what is left and
+    raises Closed.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: T, timeout: float | None = None) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or len(self._items) < self.capacity, timeout):
+                return False
+            if not self._closed:
+                self._items.append(item)
+                self._cond.notify_all()
+            return True
+
+    def put_drop_oldest(self, item: T) -> list[T]:
+        with self._cond:
+            dropped = []
+            while len(self._items) >= self.capacity:
+                dropped.append(self._items.popleft())
+            if not self._closed:
+                self._items.append(item)
+                self._cond.notify_all()
+            return dropped
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The oldest item; None if `timeout` passes first; Closed once closed and empty."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or self._items, timeout):
+                return None
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            raise Closed
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)

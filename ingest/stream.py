@@ -1,5 +1,8 @@
 """PatchStream: decode on a thread, hand temporal patches to the consumer through a bounded queue, reconnect.
 
+`open_source` and `open_stream` (at the end) open a source by name and stream its temporal patches: the
+entry points for the app and the memory layer.
+
 Threads: a supervisor runs the state machine (connecting -> streaming -> reconnecting -> ... ->
 ended | failed); each connection is read by a worker thread that samples, resizes, pairs and queues
 frames. For sources that can block (network, webcam) the supervisor is a watchdog: a worker without
@@ -19,14 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longwatch.ingest.buffer import BoundedBuffer, Closed
 from longwatch.ingest.config import IngestConfig
 from longwatch.ingest.errors import IngestError
-from longwatch.ingest.patches import PatchBuilder
-from longwatch.ingest.sampler import TimestampSampler
-from longwatch.ingest.sources import Source
-from longwatch.ingest.types import SourceState, TemporalPatch
-from longwatch.ingest.uri import scrub
+from longwatch.ingest.network import NetworkSource
+from longwatch.ingest.patches import BoundedBuffer, Closed, PatchBuilder, SourceState, TemporalPatch, TimestampSampler
+from longwatch.ingest.sources import FileSource, Source, WebcamSource
+from longwatch.ingest.uri import parse_source, scrub
 
 log = logging.getLogger(__name__)
 
@@ -330,3 +331,25 @@ class PatchStream:
             pair = self._builder.flush()
         if pair is not None:
             self._buffer.put(pair)
+
+
+def open_source(source: str | int, cfg: IngestConfig | None = None) -> Source:
+    """A Source for a file path, a webcam index (0, /dev/video0) or a URL (rtsp, rtmp, http(s), HLS).
+
+    Files are probed here, so a bad file raises IngestError at once; network sources connect lazily,
+    on PatchStream's thread, and report problems through its state.
+    """
+    cfg = cfg or IngestConfig()
+    spec = parse_source(source)
+    if spec.kind == "file":
+        return FileSource(str(spec.target), cfg)
+    if spec.kind == "webcam":
+        return WebcamSource(spec.target, cfg)
+    return NetworkSource(str(spec.target), spec.scheme, cfg)
+
+
+def open_stream(source: str | int, cfg: IngestConfig | None = None,
+                on_state: StateCallback | None = None) -> PatchStream:
+    """Start decoding `source` into TemporalPatches on a background thread (see PatchStream)."""
+    cfg = cfg or IngestConfig()
+    return PatchStream(open_source(source, cfg), cfg, on_state)

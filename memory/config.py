@@ -14,7 +14,7 @@ def _bytes(default: int) -> int:
 @dataclass(frozen=True)
 class MemoryConfig:
     policy: str = "rekv"
-    """full | sliding | rekv | infinipot | streammem (see memory/policies/__init__.py)."""
+    """full | sliding | rekv | infinipot | streammem (see memory/policies.py)."""
     device_budget: int = _bytes(2 * 2**30)
     """Bytes for the device tier: sinks, recent window, the answer's working set and, for the
     compressing policies, their compressed memory. Accepts 64MB, 2GiB, ..."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from longwatch.backbone.cache import KVCache
-from longwatch.backbone.hooks import QKCapture
-from longwatch.backbone.prompt import Segment
-from longwatch.ingest.types import TemporalPatch
+from longwatch.backbone.inputs import Segment
+from longwatch.backbone.model import QKCapture
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import Block
 from longwatch.memory.stream import MemoryStream
 

@@ -20,7 +20,7 @@ import torch
 from longwatch.backbone.model import Backbone
 from longwatch.memory.block import DEVICE, Block
 from longwatch.memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
-from longwatch.memory.encode import Encoder
+from longwatch.memory.engine import Encoder
 from longwatch.memory.store import BlockStore
 
 log = logging.getLogger(__name__)

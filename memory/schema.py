@@ -1,7 +1,7 @@
 """Config schema helpers: build frozen config dataclasses from plain dicts (errors name the bad key), byte sizes.
 
-Lives with the memory config because memory budgets are its first user (`memory/budget.py`); app/ re-exports
-it (app/schema.py) for its config loader and CLI.
+Lives with the memory config because memory budgets are its first user (`plan_device`, memory/block.py); app/
+re-exports it (app/schema.py) for its config loader and CLI.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """BlockStore: the one owner of a stream's blocks, their tiers, the retrieval index and the byte accounting.
 
-Encoding (memory/encode.py) hands it each new block and says, from the policy, which blocks leave the
-window and how; answering (memory/answer.py) reads from it. Nothing else moves, compresses or evicts a
+Encoding (memory/engine.py) hands it each new block and says, from the policy, which blocks leave the
+window and how; answering (memory/engine.py) reads from it. Nothing else moves, compresses or evicts a
 block. The store needs no model: only the cache, the policy's decisions and the rotary module's
 frequencies, so it runs on made-up tensors (tests/test_memory_store.py).
 """
@@ -18,10 +18,10 @@ from typing import Callable, Iterator, Mapping
 import torch
 
 from longwatch.backbone.cache import KVCache
-from longwatch.backbone.rope import shift_cos_sin
-from longwatch.memory.block import DEVICE, DISK, EVICTED, HOST, MEMORY, Block, Recorder, StreamState, placed, shrink
+from longwatch.backbone.inputs import shift_cos_sin
+from longwatch.memory.block import DEVICE, DISK, EVICTED, HOST, MEMORY, Block, DevicePlan, Recorder, StreamState, \
+    placed, shrink
 from longwatch.memory.blockfiles import FileRef
-from longwatch.memory.budget import DevicePlan
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Policy
 from longwatch.memory.retrieval import FaissIndex, TorchIndex, absolute_summary, block_summary

@@ -2,9 +2,9 @@
 
 - `BlockStore` (memory/store.py): blocks, tiers (device, host, disk), the retrieval index, byte
   accounting; the only code that moves, compresses or evicts a block.
-- `Encoder` (memory/encode.py): a temporal patch -> its forward -> a block in the store; the policy's
+- `Encoder` (memory/engine.py): a temporal patch -> its forward -> a block in the store; the policy's
   window decisions.
-- `Answerer` (memory/answer.py): a question -> retrieval -> the question's cache -> decoded answer.
+- `Answerer` (memory/engine.py): a question -> retrieval -> the question's cache -> decoded answer.
 
 This file only builds them and forwards the public API (ingest, ask, stats, rebase, save, load, close).
 """
@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from longwatch.backbone.cache import KVCache
-from longwatch.backbone.decode import Sampling
-from longwatch.backbone.model import Backbone
-from longwatch.ingest.types import TemporalPatch
-from longwatch.memory.answer import Answer, Answerer, Evidence
+from longwatch.backbone.model import Backbone, Sampling
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import Block
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.encode import Encoder
+from longwatch.memory.engine import Answer, Answerer, Encoder, Evidence
 from longwatch.memory.persist import Journal, check_saved, header, snapshot
 from longwatch.memory.policies import make_policy
 from longwatch.memory.retrieval import make_index

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from longwatch.backbone.decode import Sampling, decode
-from longwatch.backbone.prefill import pack, prefill
+from longwatch.backbone.model import Sampling, decode, pack, prefill
 from tests.conftest import random_frames
 
 SIZE = (64, 96)  # 2x3 merged tokens per patch

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from longwatch.backbone.cache import CacheFull, KVCache
-from longwatch.backbone.positions import mrope_positions
-from longwatch.backbone.prefill import prefill
-from longwatch.backbone.rope import apply_shift, shift_cos_sin
+from longwatch.backbone.inputs import apply_shift, mrope_positions, shift_cos_sin
+from longwatch.backbone.model import prefill
 from tests.conftest import random_frames
 
 

@@ -7,8 +7,7 @@ import torch
 
 from longwatch.backbone.config import ModelConfig
 from longwatch.backbone.loading import ModelLoadError, load_model
-from longwatch.backbone.model import Backbone
-from longwatch.backbone.prefill import prefill
+from longwatch.backbone.model import Backbone, prefill
 from longwatch.backbone.presets import preset_config
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 from tests.conftest import random_frames

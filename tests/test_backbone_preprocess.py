@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from longwatch.backbone.preprocess import FACTOR, patchify, preprocess_patch, vision_tokens
-from longwatch.ingest.resize import MULTIPLE, resize_frames, snap_frame_size
+from longwatch.backbone.inputs import FACTOR, patchify, preprocess_patch, vision_tokens
+from longwatch.ingest.patches import MULTIPLE, resize_frames, snap_frame_size
 
 
 def _pattern(h: int, w: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from longwatch.app.config import load_config
 from longwatch.eval.formats import load_bench
 from longwatch.eval.report import write_report
 from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, VideosNotFound, fidelity_factory
-from longwatch.ingest.types import TemporalPatch
+from longwatch.ingest.patches import TemporalPatch
 
 
 class FakeStream:

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from longwatch.backbone.config import ModelConfig
-from longwatch.backbone.decode import Sampling
-from longwatch.backbone.model import Backbone
-from longwatch.ingest.types import TemporalPatch
+from longwatch.backbone.model import Backbone, Sampling
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.stream import MemoryStream
 

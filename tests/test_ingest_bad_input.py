@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from longwatch.ingest.resize import snap_frame_size
 from longwatch.ingest import IngestConfig, open_stream
 from longwatch.ingest.errors import IngestError
-from longwatch.ingest.readers import READERS
+from longwatch.ingest.patches import snap_frame_size
+from longwatch.ingest.sources import READERS
 from tests.ingest_fixtures import make_audio, make_video
 
 CFG = IngestConfig(fps=2.0, frame_size="64")

@@ -10,7 +10,7 @@ import pytest
 
 from longwatch.ingest import IngestConfig, open_source, open_stream
 from longwatch.ingest.errors import IngestError
-from longwatch.ingest.readers import READERS, choose_reader
+from longwatch.ingest.sources import READERS, choose_reader
 from longwatch.ingest.stream import PatchStream
 from tests.ingest_fixtures import frame_value, make_video
 

@@ -8,12 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from longwatch.ingest.resize import resize_frames, snap_frame_size
-from longwatch.ingest.buffer import BoundedBuffer, Closed
 from longwatch.ingest.clock import MAX_DRIFT_S, LiveClock
 from longwatch.ingest.errors import IngestError
-from longwatch.ingest.patches import PatchBuilder
-from longwatch.ingest.sampler import TimestampSampler
+from longwatch.ingest.patches import BoundedBuffer, Closed, PatchBuilder, TimestampSampler
+from longwatch.ingest.patches import resize_frames, snap_frame_size
 from longwatch.ingest.uri import parse_source, redact, scrub
 
 
@@ -59,7 +57,7 @@ def test_patch_builder_pairs_at_a_fixed_size_chosen_from_the_first_frame():
     frames, pts = b.add(f1, 0.5)
     size = snap_frame_size(480, 640, "224")
     assert frames.shape == (2, *size, 3) and frames.dtype == np.uint8 and pts == (0.0, 0.5)
-    # exactly ingest.resize.resize_frames (the Qwen3-VL processor's resize)
+    # exactly ingest.patches.resize_frames (the Qwen3-VL processor's resize)
     expect = resize_frames(f0[None], size)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(frames[0], expect)
     assert b.add(f0, 1.0) is None

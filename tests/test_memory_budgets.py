@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from longwatch.memory.schema import ConfigError
-from longwatch.ingest.types import TemporalPatch
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.store import FIT_SLACK
 from longwatch.memory.stream import MemoryStream

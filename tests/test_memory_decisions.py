@@ -8,12 +8,10 @@ import torch
 from longwatch.memory.block import Block, compress_kv
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import REGISTRY, Exit, make_policy
-from longwatch.memory.policies.base import fit_global, keep_top
-from longwatch.memory.policies.infinipot import tar_van_scores
-from longwatch.memory.policies.streammem import proxy_attention_scores
+from longwatch.memory.policies import fit_global, keep_top, proxy_attention_scores, tar_van_scores
 from longwatch.memory.retrieval import FaissIndex, TorchIndex
 from longwatch.memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
-from longwatch.memory.timeparse import parse_clock, parse_time_ranges
+from longwatch.memory.retrieval import parse_clock, parse_time_ranges
 
 
 def _block(i: int, n_vis: int, scores: torch.Tensor | None = None, head: int = 8) -> Block:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from longwatch.backbone.decode import Sampling
-from longwatch.ingest.types import TemporalPatch
+from longwatch.backbone.model import Sampling
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.multistream import ingest_batch
 from longwatch.memory.stream import MemoryStream

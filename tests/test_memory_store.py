@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from longwatch.backbone.cache import KVCache
-from longwatch.backbone.rope import apply_shift, shift_cos_sin
-from longwatch.memory.answer import evidence_of, placement
-from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block, placed
-from longwatch.memory.budget import DevicePlan
+from longwatch.backbone.inputs import apply_shift, shift_cos_sin
+from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block, DevicePlan, placed
 from longwatch.memory.config import MemoryConfig
+from longwatch.memory.engine import evidence_of, placement
 from longwatch.memory.policies import Selection, leaving_window, make_policy
 from longwatch.memory.retrieval import TorchIndex
 from longwatch.memory.store import BlockStore

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from longwatch.backbone.decode import Sampling
-from longwatch.backbone.prefill import prefill
-from longwatch.ingest.types import TemporalPatch
+from longwatch.backbone.model import Sampling, prefill
+from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.stream import MemoryStream
 

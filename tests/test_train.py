@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from longwatch.backbone.prompt import PromptLayout
+from longwatch.backbone.inputs import PromptLayout
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 from longwatch.eval.needlestream import PRESETS, plan_video
 from longwatch.eval.train import FULL_VOCAB, TrainConfig, Vocab, build_model, collect_vocab, encode, \

@@ -6,7 +6,7 @@ import html
 import re
 from dataclasses import dataclass
 
-from longwatch.memory.timeparse import parse_clock
+from longwatch.memory.retrieval import parse_clock
 
 # Clock times (01:30, 1:02:03, 01:30.5) and amounts with a time unit (95.5 s, 12 sec, 3 minutes, 2 min).
 # Single-letter "m"/"h" are left out on purpose: in free text they are metres and hours of a

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from longwatch.ingest.readers import Frame, Select
-from longwatch.ingest.sources import Source
+from longwatch.ingest.sources import Frame, Select, Source
 
 # A few seconds of frames at the page's send rate; older ones are dropped when ingest falls behind,
 # like a live camera (PatchStream counts drops after sampling; these happen before it).
