@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from longwatch.backbone.inputs import TEXT, PromptLayout, mrope_positions, preprocess_patch
-from longwatch.eval.train_data import Example, Query, build_example
+from longwatch.eval.train_data import Example, Query, build_example, clip_example, glimpse_example
 
 FULL_VOCAB = 151936
 SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>", "<|im_start|>", "<|im_end|>",
@@ -38,11 +38,11 @@ class TrainConfig:
     """Architecture (backbone/presets.py) of the model trained."""
     seed: int = 0
     """Seeds the weights, the data order and the training videos (split 'train' of NeedleStream v2)."""
-    steps: int = 2400
+    steps: int = 3600
     """Optimizer steps; one video with all its queries per step."""
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     """Peak learning rate (AdamW), after `warmup` steps; cosine decay to a tenth at the end."""
-    warmup: int = 150
+    warmup: int = 100
     weight_decay: float = 0.01
     single_share: float = 0.2
     """Share of steps on the one-sign preset (the time-free floor question)."""
@@ -54,12 +54,24 @@ class TrainConfig:
     vision_rms: float = 0.1
     """Vision outputs above this per-element RMS are penalised (text embeddings sit near 0.07)."""
     vision_scale_weight: float = 1.0
+    glimpse_steps: int = 600
+    """Curriculum, phase 1: the first steps train on glimpses only (single patches of many videos, each
+    seen alone): a run that started on whole videos never learned to use the pixels (runs 1-3)."""
+    glimpses: int = 16
+    """Patches per glimpse step."""
+    glimpse_share: float = 0.2
+    clip_share: float = 0.3
+    """After phase 1, the share of steps on glimpses and on short clips (3-10 consecutive patches asked
+    about by time); the rest are whole videos with every question."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.lr <= 0:
             raise ValueError("steps must be >= 1, warmup >= 0 and lr > 0")
-        if not 0 <= self.single_share <= 1:
-            raise ValueError(f"single_share: must be in [0, 1], got {self.single_share}")
+        for name in ("single_share", "glimpse_share", "clip_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.glimpse_share + self.clip_share > 1:
+            raise ValueError("glimpse_share + clip_share must be at most 1")
 
 
 class Vocab:
@@ -125,7 +137,7 @@ def encode(ex: Example, layout: PromptLayout, vocab: Vocab) -> Batch:
         n_tok += len(s)
         ends.append(n_tok)
         spans.append(cur)
-    blocks: list[tuple[int, int, int]] = []  # (start, end, visible video tokens)
+    blocks: list[tuple[int, int, int, int]] = []  # (start, end, first visible video token, visible video tokens)
     targets, at, query_of = [], [], []
     for qi, q in enumerate(ex.queries):
         prompt = tok.encode(layout.before_question + q.prompt + layout.after_question, add_special_tokens=False)
@@ -139,15 +151,19 @@ def encode(ex: Example, layout: PromptLayout, vocab: Vocab) -> Batch:
         types.append(torch.full_like(seq, TEXT, dtype=torch.int32))
         pos.append(mrope_positions(types[-1], [], 0)[0] + p0)
         n_tok += len(seq)
-        blocks.append((start, n_tok, visible))
+        blocks.append((start, n_tok, ends[q.first] if q.cut else 0, visible))
         first = start + len(head) + len(prompt)
         targets += answer
         at += list(range(first - 1, first - 1 + len(answer)))
         query_of += [qi] * len(answer)
     L = n_tok
     mask = torch.ones(L, L, dtype=torch.bool).tril_()
-    for start, end, visible in blocks:
+    if ex.isolated:
+        for j in range(1, len(segs) - 1):
+            mask[ends[j]:ends[j + 1], ends[0]:ends[j]] = False
+    for start, end, first, visible in blocks:
         mask[start:end, visible:start] = False
+        mask[start:end, ends[0]:first] = False
     all_ids = torch.cat(ids)
     inputs = {"input_ids": vocab.rows(all_ids)[None], "mm_token_type_ids": torch.cat(types)[None],
               "position_ids": torch.cat(pos, dim=1)[:, None, :], "attention_mask": mask[None, None],
@@ -227,7 +243,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def training_example(cfg: TrainConfig, step: int) -> Example:
+    """The curriculum: glimpses only for `glimpse_steps`, then a mix of glimpses, clips and whole videos."""
     rng = np.random.default_rng([cfg.seed, step, 7])
+    u = rng.random()
+    if step < cfg.glimpse_steps or u < cfg.glimpse_share:
+        return glimpse_example(cfg.seed, step, rng, k=cfg.glimpses)
+    if u < cfg.glimpse_share + cfg.clip_share:
+        return clip_example(cfg.seed, step, rng)
     preset = "tiny-single" if rng.random() < cfg.single_share else "tiny"
     return build_example(preset, cfg.seed, step, "train", rng)
 
@@ -236,8 +258,11 @@ def heldout_examples(cfg: TrainConfig) -> list[Example]:
     """Held-out split videos (never a training video: the split is part of their seed)."""
     rng = np.random.default_rng([cfg.seed, 99])
     n_single = max(1, cfg.heldout_videos // 6)
-    return [build_example("tiny-single" if i < n_single else "tiny", 10_000 + cfg.seed, i, "heldout", rng)
-            for i in range(cfg.heldout_videos)]
+    videos = [build_example("tiny-single" if i < n_single else "tiny", 10_000 + cfg.seed, i, "heldout", rng)
+              for i in range(cfg.heldout_videos)]
+    n_short = max(1, cfg.heldout_videos // 6)
+    return (videos + [glimpse_example(10_000 + cfg.seed, i, rng, k=cfg.glimpses, split="heldout") for i in range(n_short)]
+            + [clip_example(10_000 + cfg.seed, i, rng, split="heldout") for i in range(n_short)])
 
 
 @torch.no_grad()

@@ -35,6 +35,8 @@ class Query:
     kind: str
     context: list[tuple[float, str]] | None = None
     """Caption-text queries: (time, caption) notes in place of the video."""
+    first: int = 0
+    """First visible patch: glimpses (`glimpse_example`) pack patches of many videos, each query sees its own."""
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Example:
     """(t_start, t_mid) per patch, as the ingest computes them."""
     captions: list[str]
     queries: list[Query] = field(default_factory=list)
+    isolated: bool = False
+    """Glimpses: every patch sees only the prompt prefix and itself (the patches come from different videos)."""
 
 
 def sample_times(duration: float, fps: int) -> list[float]:
@@ -172,3 +176,55 @@ def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
             q = f"Is there {what} on screen?"
         a = "Yes" if what in cap else "No"
     return Query(q + "\nAnswer only Yes or No.", a, k + 1, "yesno_now")
+
+
+def glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int = 16, split: str = "train") -> Example:
+    """`k` single patches from `k` training videos packed into one sequence; each is seen only by its own
+    "what is on screen now" caption and yes/no question. The warm-up phase of training: with one patch in
+    view the answer can only come from its pixels, so the vision tower learns to see before the model
+    learns to find a patch by its time."""
+    frames, times, captions, queries = [], [], [], []
+    plan = None
+    for j in range(k):
+        preset = "tiny-single" if rng.random() < 0.2 else "tiny"
+        plan = plan_video(PRESETS[preset], seed, 1_000_000 + step * k + j, name=f"{split}{seed}", split=split)
+        ts = sample_times(plan.duration_s, plan.fps)
+        pairs = [(ts[i], ts[i + 1] if i + 1 < len(ts) else ts[i]) for i in range(0, len(ts), 2)]
+        caps = [caption(plan, p) for p in pairs]
+        busy = [i for i, c in enumerate(caps) if c != NOTHING]
+        i = int(rng.choice(busy)) if busy and rng.random() < 0.8 else int(rng.integers(len(pairs)))
+        bg = _background(plan)
+        frames.append(np.stack([render_frame(plan, t, bg) for t in pairs[i]]))
+        times.append((pairs[i][0], (pairs[i][0] + pairs[i][1]) / 2))
+        captions.append(caps[i])
+    ex = Example(plan, np.stack(frames), times, captions, isolated=True)
+    for j in range(k):
+        ex.queries.append(Query("What is on screen now?", captions[j], j + 1, "glimpse_caption", first=j))
+        yn = _yesno(ex, j, rng)
+        yn.first, yn.kind = j, "glimpse_yesno"
+        ex.queries.append(yn)
+    return ex
+
+
+def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "train") -> Example:
+    """A few consecutive patches (3 to 10) of a training video with their real times, and for each patch a
+    question about what was on screen at a time inside it (seconds or mm:ss), a "now" caption and the sign
+    words by clock time: the second phase of training, where the model learns to find a patch by its
+    timestamp while the context is still short."""
+    preset = "tiny-single" if rng.random() < 0.2 else "tiny"
+    full = build_example(preset, seed, 2_000_000 + step, split, rng, extra=False)
+    n = len(full.times)
+    w = int(rng.integers(3, min(10, n) + 1))
+    a = int(rng.integers(0, n - w + 1))
+    ex = Example(full.plan, full.frames[a:a + w], full.times[a:a + w], full.captions[a:a + w])
+    for k in range(w):
+        t = ex.times[k][0] + float(rng.uniform(0.0, 0.99))
+        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
+        ex.queries.append(Query(f"What was on screen at {when}?", ex.captions[k], w, "clip_caption"))
+        ex.queries.append(Query("What is on screen now?", ex.captions[k], k + 1, "clip_now"))
+    for s in (x for x in ex.plan.needles if x.kind == "sign"):
+        t = float(rng.uniform(s.t0, s.t1 - 0.01))
+        k = next((i for i, (t0, _) in enumerate(ex.times) if t0 <= t < t0 + 1.0), None)
+        if k is not None and s.word in ex.captions[k]:
+            ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", s.word or "", w, "clip_word"))
+    return ex

@@ -12,8 +12,8 @@ from longwatch.backbone.inputs import PromptLayout
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 from longwatch.eval.needlestream import PRESETS, plan_video
 from longwatch.eval.train import FULL_VOCAB, TrainConfig, Vocab, build_model, collect_vocab, encode, \
-    reduced_logits, train
-from longwatch.eval.train_data import build_example, sample_times
+    reduced_logits, train, training_example
+from longwatch.eval.train_data import build_example, clip_example, glimpse_example, sample_times
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,35 @@ def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
 def test_vocab_maps_unknown_tokens_to_the_zero_row():
     v = Vocab([5, 3, 9])
     assert v.rows(torch.tensor([3, 5, 9, 7])).tolist() == [0, 1, 2, 3]
+
+
+def test_a_glimpse_is_answered_from_its_own_patch_only(setup):
+    """Glimpses pack patches of different videos: changing one patch's pixels changes its own answers and
+    no other glimpse's (a first version let later patches attend to earlier ones, and nothing was learnt)."""
+    tok, layout, vocab = setup
+    model = build_model(TrainConfig(), vocab, tok).eval()
+    ex = glimpse_example(0, 0, np.random.default_rng(0), k=4)
+    b = encode(ex, layout, vocab)
+    per_patch = len(b.inputs["pixel_values_videos"]) // 4
+    other = dict(b.inputs, pixel_values_videos=b.inputs["pixel_values_videos"].clone())
+    other["pixel_values_videos"][per_patch:2 * per_patch] = torch.randn(per_patch, other["pixel_values_videos"].shape[1])
+    with torch.no_grad():
+        d = (reduced_logits(model, b, vocab) - reduced_logits(model, type(b)(other, b.targets, b.at, b.query_of),
+                                                            vocab)).abs().amax(-1)
+    changed = {int(q) for q in b.query_of[d > 1e-5]}
+    assert changed == {2, 3}  # queries 2 and 3 (caption and yes/no) belong to glimpse 1
+    assert [q.first for q in ex.queries] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_curriculum_glimpses_first_then_clips_and_whole_videos():
+    cfg = TrainConfig(glimpse_steps=5)
+    assert all(training_example(cfg, s).isolated for s in range(5))
+    later = [training_example(cfg, s) for s in range(5, 45)]
+    sizes = {("glimpse" if e.isolated else "clip" if e.queries[0].kind.startswith("clip") else "video")
+             for e in later}
+    assert sizes == {"glimpse", "clip", "video"}
+    clip = clip_example(0, 3, np.random.default_rng(1))
+    starts = [t0 for t0, _ in clip.times]
+    assert 3 <= len(starts) <= 10 and all(b - a == 1.0 for a, b in zip(starts, starts[1:]))
+    with pytest.raises(ValueError, match="clip_share"):
+        TrainConfig(glimpse_share=0.6, clip_share=0.6)
