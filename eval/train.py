@@ -302,10 +302,15 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     layout = PromptLayout(tokenizer)
     state_path = out / "state.pt"
     state = torch.load(state_path, weights_only=False) if resume and state_path.is_file() else None
-    same = lambda a: {k: v for k, v in a.items() if k != "threads"}  # noqa: E731 - threads only change speed
+    # threads only change speed; a larger `steps` extends a run (the cosine schedule is recomputed for the new
+    # length, a warm restart recorded in the run's notes)
+    same = lambda a: {k: v for k, v in a.items() if k not in ("threads", "steps")}  # noqa: E731
     if state is not None and same(state["config"]) != same(cfg.__dict__):
         raise ValueError(f"{state_path} was written with other settings {state['config']}; use another --out "
                          "or --fresh")
+    if state is not None and cfg.steps < state["step"]:
+        raise ValueError(f"--steps {cfg.steps}: {state_path} is already at step {state['step']}; ask for more "
+                         "steps to extend the run, or use --fresh")
     vocab = Vocab(state["vocab"]) if state else collect_vocab(tokenizer, layout, cfg.seed)
     model = build_model(cfg, vocab, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -316,6 +321,9 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, wall, history = state["step"], state["wall_s"], state["history"]
+        if cfg.steps != state["config"]["steps"]:
+            notes.append(f"extended from {state['config']['steps']} to {cfg.steps} steps at step {start} "
+                         "(cosine schedule recomputed for the new length: a warm restart)")
     scale = VisionScale(model, cfg.vision_rms, cfg.vision_scale_weight)
     model.train()
     held = [encode(ex, layout, vocab) for ex in heldout_examples(cfg)]

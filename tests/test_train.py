@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -85,6 +86,10 @@ def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="other settings"):
         train(TrainConfig(steps=5, heldout_videos=1), tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="already at step 4"):
+        train(dataclasses.replace(cfg, steps=3), tmp_path / "b", progress=False)
+    longer = train(dataclasses.replace(cfg, steps=6), tmp_path / "b", progress=False, stop_after=1)
+    assert longer["steps"] == 5 and any("extended from 4 to 6 steps at step 4" in n for n in longer["notes"])
 
 
 def test_vocab_maps_unknown_tokens_to_the_zero_row():
