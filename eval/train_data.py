@@ -58,6 +58,12 @@ def sample_times(duration: float, fps: int) -> list[float]:
     return [i / SAMPLE_FPS for i in range(int(math.floor(last * SAMPLE_FPS + 1e-9)) + 1)]
 
 
+def patch_frame_times(plan: VideoPlan) -> list[tuple[float, float]]:
+    """The two frame times of every temporal patch the 2 fps ingest cuts from `plan`'s video."""
+    ts = sample_times(plan.duration_s, plan.fps)
+    return [(ts[i], ts[i + 1] if i + 1 < len(ts) else ts[i]) for i in range(0, len(ts), 2)]
+
+
 def _visible(plan: VideoPlan, t: float) -> list[Needle]:
     return [n for n in plan.needles if n.t0 <= t < n.t1]
 
@@ -100,8 +106,7 @@ def build_example(preset: str, seed: int, index: int, split: str, rng: np.random
     """Render one video and its queries. `extra` adds the captions, caption-text and yes/no queries;
     `render=False` leaves the frames black (for collecting the vocabulary)."""
     plan = plan_video(PRESETS[preset], seed, index, name=f"{split}{seed}", split=split)
-    times = sample_times(plan.duration_s, plan.fps)
-    pairs = [(times[i], times[i + 1] if i + 1 < len(times) else times[i]) for i in range(0, len(times), 2)]
+    pairs = patch_frame_times(plan)
     if render:
         bg = _background(plan)
         frames = np.stack([np.stack([render_frame(plan, a, bg), render_frame(plan, b, bg)]) for a, b in pairs])
@@ -183,13 +188,11 @@ def glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int = 16,
     "what is on screen now" caption and yes/no question. The warm-up phase of training: with one patch in
     view the answer can only come from its pixels, so the vision tower learns to see before the model
     learns to find a patch by its time."""
-    frames, times, captions, queries = [], [], [], []
-    plan = None
+    frames, times, captions = [], [], []
     for j in range(k):
         preset = "tiny-single" if rng.random() < 0.2 else "tiny"
         plan = plan_video(PRESETS[preset], seed, 1_000_000 + step * k + j, name=f"{split}{seed}", split=split)
-        ts = sample_times(plan.duration_s, plan.fps)
-        pairs = [(ts[i], ts[i + 1] if i + 1 < len(ts) else ts[i]) for i in range(0, len(ts), 2)]
+        pairs = patch_frame_times(plan)
         caps = [caption(plan, p) for p in pairs]
         busy = [i for i, c in enumerate(caps) if c != NOTHING]
         i = int(rng.choice(busy)) if busy and rng.random() < 0.8 else int(rng.integers(len(pairs)))
