@@ -116,6 +116,38 @@ def silent_server() -> Iterator[int]:
         sock.close()
 
 
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port where a connect() is never answered, like a host that does not route; yields the port.
+
+    A listener with backlog 0 that never accepts, its one queue slot taken: Linux drops further SYNs,
+    so the client waits in SYN_SENT until its own timeout. Nothing leaves the machine.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        with contextlib.suppress(TimeoutError):
+            probe.connect(("127.0.0.1", port))
+            raise RuntimeError(f"port {port} answered a connect: this kernel does not drop SYNs on a full backlog")
+    finally:
+        probe.close()
+    try:
+        yield port
+    finally:
+        filler.close()
+        sock.close()
+
+
+UNRESOLVABLE_HOST = "camera-" + "0" * 57 + ".lan"
+"""A host name no resolver can look up: its first label is 64 octets, over DNS's 63 (RFC 1035), so the
+lookup fails inside the C library before any query is sent (no DNS server is asked)."""
+
 # GStreamer pieces the RTSP tests need, with the Debian package that ships each.
 _RTSP_CHECK = """
 import sys

@@ -1,4 +1,8 @@
-"""Network sources on loopback: HTTP files, HLS, a hung server (watchdog), wrong ports, unreachable hosts."""
+"""Network sources on loopback: HTTP files, HLS, a hung server (watchdog), wrong ports, unreachable hosts.
+
+Nothing leaves the machine: an unreachable host is a loopback port that never answers a connect, an
+unresolvable one a name the C library rejects before sending a DNS query.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import pytest
 
 from longwatch.ingest import IngestConfig, open_stream
 from longwatch.ingest.errors import IngestError
-from tests.ingest_fixtures import free_port, http_server, make_video, silent_server
+from longwatch.ingest.stream import WATCHDOG_GRACE_S
+from tests.ingest_fixtures import UNRESOLVABLE_HOST, free_port, http_server, make_video, silent_server, unanswered_port
 
 FAST = IngestConfig(fps=2.0, frame_size="64", open_timeout_s=1.0, read_timeout_s=1.0)
 
@@ -95,15 +100,23 @@ def test_hung_server_is_cut_off_by_the_timeouts(scheme):
     assert elapsed < FAST.open_timeout_s + 2 + 3  # open timeout + watchdog grace + slack
 
 
-def test_unreachable_host_fails_in_bounded_time():
-    # TEST-NET-1 (RFC 5737): never routed; refused at once here, or silent until the open timeout
-    out, states, err, elapsed = finish("rtsp://192.0.2.1:554/live")
-    assert err is not None and err.code in ("unreachable", "timeout") and elapsed < 6
+@pytest.mark.parametrize("scheme", ["rtsp", "rtmp", "http"])
+def test_unreachable_host_fails_in_bounded_time(scheme):
+    # the TCP handshake is never answered (a host that does not route): the open timeout must end it
+    with unanswered_port() as port:
+        out, states, err, elapsed = finish(f"{scheme}://127.0.0.1:{port}/live")
+    assert err is not None and err.code == "timeout" and states[-1].state == "failed"
+    assert str(err) == f"{scheme}://127.0.0.1:{port}/live: no data within {FAST.open_timeout_s:g} s"
+    assert states[-1].reason == str(err)
+    assert elapsed < FAST.open_timeout_s + WATCHDOG_GRACE_S + 1
 
 
-def test_unresolvable_host_fails_in_bounded_time():
-    out, states, err, elapsed = finish("rtsp://camera.invalid/live")
-    assert err is not None and states[-1].state == "failed" and elapsed < 8
+def test_unresolvable_host_fails_at_once_naming_the_source():
+    url = f"rtsp://admin:hunter2@{UNRESOLVABLE_HOST}:554/live"
+    out, states, err, elapsed = finish(url)
+    assert out == [] and err is not None and err.code == "unreachable" and elapsed < 3
+    assert str(err).startswith(f"rtsp://***@{UNRESOLVABLE_HOST}:554/live: cannot open stream")
+    assert states[-1].state == "failed" and states[-1].reason == str(err) and "hunter2" not in repr(states)
 
 
 def test_close_returns_while_a_read_is_blocked():
