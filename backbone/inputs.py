@@ -57,7 +57,9 @@ def patchify(frames: torch.Tensor) -> torch.Tensor:
     t, c, h, w = frames.shape
     if t % TEMPORAL or h % FACTOR or w % FACTOR or c != 3:
         raise ValueError(f"cannot patchify frames of shape {tuple(frames.shape)}")
-    x = frames.to(torch.float32).div_(255.0).sub_(0.5).div_(0.5)
+    # /255, mean 0.5, std 0.5 computed as (x - 127.5) / 127.5, as the processor fuses them: bit-equal to its
+    # float32 values, where (x/255 - 0.5)/0.5 is 1 ulp off in ~60% of them (tests/golden/preprocess_qwen3vl)
+    x = frames.to(torch.float32).sub_(127.5).div_(127.5)
     gt, gh, gw = t // TEMPORAL, h // PATCH, w // PATCH
     # [gt, T2, C, gh/2, m, P, gw/2, m, P] -> [gt, gh/2, gw/2, m, m, C, T2, P, P]
     x = x.view(gt, TEMPORAL, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
