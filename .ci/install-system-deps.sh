@@ -9,8 +9,8 @@ set -u
 
 packages=()
 
-# --- ingest (issue 4): a real RTSP peer for tests/test_ingest_rtsp.py ---------------------------
-# tests/rtsp_server.py runs GstRtspServer on Debian's /usr/bin/python3 (python3-gi):
+# --- ingest (issue 4): a real RTSP peer for tests/test_ingest_rtsp.py and `longwatch bench rtsp-soak` ---
+# eval/rtsp_server.py runs GstRtspServer on Debian's /usr/bin/python3 (python3-gi):
 #   filesrc ! qtdemux (plugins-good) ! h264parse (plugins-bad) ! rtph264pay (plugins-good)
 packages+=(
     python3                       # /usr/bin/python3, the interpreter that has gi

@@ -1,15 +1,15 @@
-"""Helpers for the ingest tests: generated videos (PyAV), free ports, loopback HTTP and RTSP servers."""
+"""Helpers for the ingest tests: generated videos (PyAV), free ports, loopback HTTP and RTSP servers.
+
+The RTSP server is eval/rtsp_server.py, started by eval/rtsp_peer.py (also used by `longwatch bench rtsp-soak`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import http.server
-import os
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+from longwatch.eval import rtsp_peer
+from longwatch.eval.rtsp_peer import RtspServer  # noqa: F401 (shared with the soak bench)
 
 
 def frame_value(i: int) -> int:
@@ -148,82 +148,14 @@ UNRESOLVABLE_HOST = "camera-" + "0" * 57 + ".lan"
 """A host name no resolver can look up: its first label is 64 octets, over DNS's 63 (RFC 1035), so the
 lookup fails inside the C library before any query is sent (no DNS server is asked)."""
 
-# GStreamer pieces the RTSP tests need, with the Debian package that ships each.
-_RTSP_CHECK = """
-import sys
-try:
-    import gi
-except ImportError:
-    print("python3-gi"); sys.exit(0)
-try:
-    gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import Gst, GstRtspServer
-except (ImportError, ValueError):
-    print("gir1.2-gst-rtsp-server-1.0 (and gstreamer1.0-rtsp)"); sys.exit(0)
-Gst.init(None)
-for element, package in (("qtdemux", "gstreamer1.0-plugins-good"), ("rtph264pay", "gstreamer1.0-plugins-good"),
-                         ("h264parse", "gstreamer1.0-plugins-bad")):
-    if Gst.ElementFactory.find(element) is None:
-        print(f"{package} (GStreamer element {element})")
-"""
-
 
 @functools.cache
 def rtsp_missing() -> str | None:
     """None if GstRtspServer can run here, else the missing Debian package(s)."""
-    if not os.path.exists(SYSTEM_PYTHON):
-        return f"{SYSTEM_PYTHON} (Debian's python3, with python3-gi)"
-    out = subprocess.run([SYSTEM_PYTHON, "-c", _RTSP_CHECK], capture_output=True, text=True, timeout=60)
-    missing = out.stdout.strip().replace("\n", ", ")
-    if out.returncode != 0:
-        last = out.stderr.strip().splitlines()[-1:] or ["check failed"]
-        return f"python3-gi / gstreamer ({last[0]})"
-    return missing or None
+    return rtsp_peer.missing()
 
 
 def require_rtsp() -> None:
     missing = rtsp_missing()
     if missing:
         pytest.skip(f"RTSP server unavailable: missing Debian package {missing}")
-
-
-class RtspServer:
-    """GstRtspServer in a subprocess (Debian's Python) streaming `video` at rtsp://127.0.0.1:port/live."""
-
-    def __init__(self, video: Path, port: int | None = None) -> None:
-        self.video, self.port = video, port or free_port()
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/live"
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
-                                      "--video", str(self.video)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # the port may still be held by the previous server
-            line = self.proc.stdout.readline() if self.proc.stdout else ""
-            if line.startswith("READY"):
-                return
-            if self.proc.poll() is not None:
-                if time.monotonic() + 0.5 > deadline:
-                    break
-                time.sleep(0.2)
-                self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port),
-                                              "--video", str(self.video)],
-                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        raise RuntimeError(f"RTSP server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def __enter__(self) -> RtspServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()

@@ -1,7 +1,8 @@
-"""A loopback RTSP server for tests, on GStreamer's GstRtspServer: streams an H.264 MP4 at real-time pace.
+"""A loopback RTSP server on GStreamer's GstRtspServer, streaming an H.264 MP4 at real-time pace: the camera
+that the RTSP tests and `longwatch bench rtsp-soak` kill and restart (eval/rtsp_peer.py starts it).
 
-Run with Debian's Python (it has `gi`), not the project's:
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 --video clip.mp4 [--mount /live]
+A script for Debian's Python (it has `gi`), never imported by the project's:
+    /usr/bin/python3 eval/rtsp_server.py --port 8554 --video clip.mp4 [--mount /live]
 Prints "READY <port>" on stdout once clients can connect; runs until killed. Every client session
 plays the file from its start. Needs gstreamer1.0-rtsp, gir1.2-gst-rtsp-server-1.0, python3-gi,
 gstreamer1.0-plugins-good (qtdemux, rtph264pay) and gstreamer1.0-plugins-bad (h264parse).
