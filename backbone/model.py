@@ -293,6 +293,11 @@ class Backbone:
         return self.loaded.name
 
     @property
+    def max_positions(self) -> int:
+        """Positions the language model was trained on (text_config.max_position_embeddings: 262,144 for Qwen3-VL)."""
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @property
     def sampling(self) -> Sampling:
         return Sampling(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, self.cfg.seed)
 

@@ -19,6 +19,7 @@ from longwatch.memory.block import DISK, HOST, MEMORY, Block, plan_device
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Exit, Policy, Selection, leaving_window
 from longwatch.memory.retrieval import parse_time_ranges, question_query, spread
+from longwatch.memory.schema import ConfigError
 from longwatch.memory.store import BlockStore
 
 
@@ -45,6 +46,11 @@ class Encoder:
     def plan_for(self, size: tuple[int, int]) -> None:
         """Budget the device tier for frames of `size` (raises ConfigError naming the setting)."""
         plan = plan_device(self.cfg, self.bb.dims.bytes_per_token, vision_tokens(size), len(self.prefix), self.bb.name)
+        trained = self.bb.max_positions
+        if self.store.bounded and self.cfg.rebase_limit + self.cfg.answer_tokens > trained:
+            raise ConfigError(f"memory.rebase_limit: {self.cfg.rebase_limit} + answer_tokens {self.cfg.answer_tokens} "
+                              f"passes {self.bb.name}'s {trained} trained positions; use at most "
+                              f"{trained - self.cfg.answer_tokens}")
         self.store.set_plan(plan, size)
 
     def encode(self, patch: TemporalPatch) -> Block:
@@ -72,6 +78,7 @@ class Encoder:
         """After the forward wrote the patch's K/V at the end of the cache (or with them as `kv`
         [layers, 2, kv_heads, n, head_dim]): hand the block to the store, apply the window policy."""
         st = self.store.state
+        self.store.reach(st.next_position + seg.span)
         n_vis = int((seg.token_types == 2).sum())
         n_head = int(torch.nonzero(seg.token_types == 2)[0]) if n_vis else len(seg)
         _, gh, gw = seg.grid_thw
@@ -237,6 +244,7 @@ class Answerer:
             out: DecodeResult = decode(self.bb.model, cache, r.logits[-1], r.next_position, self.bb.tokenizer,
                                        self.bb.layout.stop_ids, samp, on_text, keep_logits, should_stop,
                                        None if visible is None else torch.cat([visible, visible.new_ones(len(qseg))]))
+            store.reach(r.next_position + len(out.token_ids))
         store.advance_clock()
         gone = {b.id for b in hidden}
         evidence = [e for e in evidence_of(store.device_blocks, selections, store.blocks) if e.block_id not in gone]

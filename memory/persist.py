@@ -97,8 +97,13 @@ class Journal:
     def tier(self, block: Block) -> None:
         self.write({"op": "tier", "id": block.id, "tier": block.tier})
 
-    def rebase(self, state: dict) -> None:
-        self.write({"op": "rebase", "state": state})
+    def rebase(self, state: dict, pinned: dict[int, int]) -> None:
+        """A re-base; `pinned`: block id -> how far its absolute position (and rot_base) moved forward."""
+        self.write({"op": "rebase", "state": state, "pinned": {str(k): v for k, v in pinned.items()}})
+        for bid, shift in pinned.items():
+            if bid in self.refs:
+                ref, rot = self.refs[bid]
+                self.refs[bid] = (ref, rot + shift)
 
     def ref_for(self, block: Block) -> FileRef | None:
         """The journal's file of `block` for the disk tier to adopt; sets block.rot_base to match it."""
@@ -169,6 +174,11 @@ def _replay(store: BlockStore, encoder: Encoder, journal: Journal, want: dict) -
             tiers[r["id"]] = r["tier"]
         elif op in ("rebase", "close"):
             state = r.get("state", state)
+            for bid, shift in r.get("pinned", {}).items():  # prefix and sinks kept their model positions
+                if int(bid) in puts:
+                    put = puts[int(bid)] = dict(puts[int(bid)], block=dict(puts[int(bid)]["block"]))
+                    put["block"]["pos_start"] += shift
+                    put["block"]["rot_base"] += shift
     store.restore_state(state)
     if state.get("size"):
         encoder.plan_for(tuple(state["size"]))

@@ -53,7 +53,9 @@ class BlockStore:
     - Device order is [prefix | sinks | window], in time order. Whatever a question appends (blocks
       brought in, question, answer) happens inside `transient()` and is truncated away afterwards.
     - Positions: `Block.pos_start` is absolute; a device block's keys are rotated for the current base, a
-      stored copy's for its own `rot_base`. Blocks keep their timestamp text whatever is compressed.
+      stored copy's for its own `rot_base`. Re-basing moves the window back and leaves the prefix and sinks
+      at their model positions, so no forward sees a distance over rebase_limit + the answer (`reach`
+      records the largest). Blocks keep their timestamp text whatever is compressed.
     - Every change goes to the recorder (journal) when there is one.
     """
 
@@ -69,6 +71,7 @@ class BlockStore:
         self._state = StreamState()
         self._plan: DevicePlan | None = None
         self._last_stats: dict | None = None
+        self._brought_min: int | None = None  # lowest model position of a block brought in (inside transient)
 
     @property
     def cache(self) -> KVCache:
@@ -267,11 +270,13 @@ class BlockStore:
     def transient(self) -> Iterator[KVCache]:
         """The cache, for a question: everything appended inside is truncated away on exit."""
         length = self.cache.length
+        self._brought_min = None
         try:
             yield self.cache
         finally:
             self._device.track()
             self.cache.truncate(length)
+            self._brought_min = None
 
     def bring_in(self, block: Block, target: int | None) -> None:
         """Append a stored block to the cache at model position `target` (None = its own); inside transient()."""
@@ -287,6 +292,8 @@ class BlockStore:
             raise KeyError(f"block {block.id} is {block.tier}")
         self.cache.append(placed(kv, block, self._state.base, target, self._rotary).to(self.cache.device))
         block.last_used = self._state.tick
+        start = block.pos_start - self._state.base if target is None else target
+        self._brought_min = start if self._brought_min is None else min(self._brought_min, start)
 
     def visible_mask(self, hidden: list[Block]) -> torch.Tensor | None:
         """[cache length] bool, False at the slots of `hidden` device blocks (None when nothing is hidden)."""
@@ -296,20 +303,43 @@ class BlockStore:
         self._state.tick += 1
 
     def rebase(self, delta: int) -> None:
-        """Shift every live position back by `delta` by rotating cached keys (exact: attention only
-        sees position differences, and all live tokens move together)."""
+        """Shift the window's positions back by `delta` by rotating its cached keys, and leave the prompt
+        prefix and the sinks where they are in model positions.
+
+        Among the window's tokens (and the stored blocks, which keep their absolute positions) this is
+        exact: attention sees position differences only. The prefix and sinks move forward relative to
+        the window instead of back with it (StreamingLLM keeps its sinks at the start of the cache the
+        same way), so their distance to any question stays under `rebase_limit` + the answer however long
+        the stream runs; rotating them back too would grow that distance by `delta` at every re-base.
+        Their absolute `pos_start` moves forward by `delta` (absolute = model position + base).
+        """
         if delta <= 0:
             return
+        st = self._state
+        pinned = [b for b in self._device.blocks if b.is_sink]  # prefix + sinks: the head of the cache
+        start = sum(b.n_tokens for b in pinned)
         cos, sin = shift_cos_sin(self._rotary, -delta, torch.float32, self.cache.device)
-        self._device.rotate_all(cos, sin)
-        self._state.next_position -= delta
-        self._state.base += delta
+        self._device.rotate_from(start, cos, sin)
+        st.next_position -= delta
+        st.base += delta
         for b in self._device.blocks:
-            b.rot_base = self._state.base
-        self._state.rebases += 1
-        log.info("stream %s re-based by %d positions (base %d)", self.name, delta, self._state.base)
+            if b.is_sink:
+                b.pos_start += delta
+            b.rot_base = st.base
+        st.rebases += 1
+        log.info("stream %s re-based by %d positions (base %d)", self.name, delta, st.base)
         if self._journal:
-            self._journal.rebase(self._state.as_dict())
+            self._journal.rebase(st.as_dict(), {b.id: delta for b in pinned})
+
+    def reach(self, end: int) -> int:
+        """Record a forward whose last query sits at model position `end - 1` over the cache as it stands
+        (inside transient(), blocks brought in count); returns its largest query-to-key distance."""
+        starts = [b.pos_start - self._state.base for b in self._device.blocks]
+        if self._brought_min is not None:
+            starts.append(self._brought_min)
+        distance = end - 1 - min(starts) if starts else 0
+        self._state.max_distance = max(self._state.max_distance, distance)
+        return distance
 
     def skip_to(self, position: int) -> None:
         """Start the next segment at model position `position` (a gap; never backwards)."""
@@ -382,7 +412,7 @@ class BlockStore:
         if empty:
             return {"policy": self.cfg.policy, "patches": 0, "t_last": 0.0, "evicted": 0, "rebases": 0,
                     "tiers": {"device": dict(zero, live=0), "host": dict(zero), "disk": dict(zero)},
-                    "next_position": 0, "base": 0, "index": None, "plan": None}
+                    "next_position": 0, "base": 0, "max_distance": 0, "index": None, "plan": None}
         tiers = {
             "device": self._device.stats(self.cfg.device_budget if self.bounded else None),
             "host": self._host.stats.as_dict(),
@@ -391,5 +421,6 @@ class BlockStore:
         index = self._index
         return {"policy": self.cfg.policy, "patches": st.patches, "t_last": st.t_last, "tiers": tiers,
                 "evicted": st.evicted, "rebases": st.rebases, "next_position": st.next_position, "base": st.base,
+                "max_distance": st.max_distance,
                 "index": {"backend": index.name, "blocks": len(index), "bytes": index.nbytes} if index is not None else None,
                 "plan": self._plan.as_dict() if self._plan else None}

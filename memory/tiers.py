@@ -211,9 +211,9 @@ class DeviceTier:
         self.blocks.remove(block)
         return kv
 
-    def rotate_all(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """Rotate every live key by a position shift (re-basing)."""
-        self.cache.rotate_keys_(0, self.length, cos, sin)
+    def rotate_from(self, start: int, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Rotate the live keys from slot `start` on by a position shift (re-basing the window)."""
+        self.cache.rotate_keys_(start, self.length, cos, sin)
 
     def keys(self, block: Block) -> list[torch.Tensor]:
         """Per-layer cached (rotated) keys of a block: [n, kv_heads, head_dim] views."""
