@@ -17,6 +17,8 @@ BENCHES = {
     "speed": "longwatch.eval.bench_speed",
     "retrieval": "longwatch.eval.bench_retrieval",
     "offline": "longwatch.eval.bench_offline",
+    "soak": "longwatch.eval.bench_soak",
+    "rtsp-soak": "longwatch.eval.bench_rtsp_soak",
 }
 
 
