@@ -17,7 +17,7 @@ class ModelConfig:
     device: str = "auto"
     """auto (cuda when available), cpu, cuda, cuda:N."""
     attn: str = "auto"
-    """auto (flash_attention_2 when installed and on CUDA, else sdpa), sdpa, eager, flash_attention_2."""
+    """auto (= sdpa), sdpa, eager, or flash_attention_2 (asked for by name; no hidden-slot masks, see backbone/loading.py)."""
     max_new_tokens: int = 64
     """Upper bound on answer length in tokens."""
     temperature: float = 0.0

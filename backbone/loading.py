@@ -48,12 +48,20 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_attn(attn: str, device: torch.device) -> str:
-    """SDPA by default; flash-attention-2 when the package is installed and the model runs on CUDA."""
-    has_fa2 = importlib.util.find_spec("flash_attn") is not None
+    """SDPA unless flash-attention-2 is asked for by name (it then needs the package and a CUDA device).
+
+    Not FA2 by default: hiding cached slots (an upload encoded ahead of its player, `until`) needs a 4D
+    mask that FA2 takes no mask for, and transformers' FA2 path may read the non-consecutive position ids
+    of a streamed cache (retrieved blocks, re-based windows) as packed sequences. The GPU run
+    (`pytest -m gpu`, tests/test_gpu.py) compares FA2's greedy answers with SDPA's where flash-attn is installed.
+    """
     if attn == "auto":
-        return "flash_attention_2" if has_fa2 and device.type == "cuda" else "sdpa"
-    if attn == "flash_attention_2" and (not has_fa2 or device.type != "cuda"):
-        raise ModelLoadError("attn flash_attention_2 needs the flash-attn package and a CUDA device")
+        return "sdpa"
+    if attn == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None or device.type != "cuda":
+            raise ModelLoadError("attn flash_attention_2 needs the flash-attn package and a CUDA device")
+        log.warning("attn flash_attention_2: questions that hide cached slots (until=, an upload ahead of its "
+                    "player) are refused; use attn sdpa for those")
     return attn
 
 

@@ -68,7 +68,8 @@ def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torc
     """
     impl = model.config._attn_implementation  # noqa: SLF001 - transformers exposes the backend only so
     if impl not in ("sdpa", "eager"):
-        raise ValueError(f"hiding cached slots needs attn sdpa or eager, not {impl}")
+        raise ValueError(f"this question hides cached slots (until=: an upload encoded ahead of its player), which "
+                         f"needs model.attn sdpa or eager; the model runs {impl}")
     past = visible.numel()
     mask = torch.ones(new, past + new, dtype=torch.bool, device=visible.device)
     mask[:, :past] = visible.bool()

@@ -101,3 +101,11 @@ def test_moe_checkpoint_folder_streams(tmp_path):
 def test_flash_attention_requires_package_and_cuda():
     with pytest.raises(ModelLoadError, match="flash"):
         load_model(ModelConfig(name="tiny", device="cpu", attn="flash_attention_2"))
+
+
+def test_auto_attention_is_sdpa_even_where_flash_attention_is_installed():
+    from longwatch.backbone.loading import resolve_attn
+
+    assert resolve_attn("auto", torch.device("cpu")) == "sdpa"
+    assert resolve_attn("auto", torch.device("cuda")) == "sdpa"  # no CUDA needed to decide: FA2 only by name
+    assert resolve_attn("eager", torch.device("cpu")) == "eager"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +60,21 @@ def test_gpu_index_scores_match_cpu():
         order = np.argsort(ids)
         results.append(s[:, order])
     assert torch.allclose(results[0], results[2], atol=1e-3) and torch.allclose(results[1], results[2], atol=1e-3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="needs the flash-attn package")
+def test_flash_attention_answers_like_sdpa():
+    """attn flash_attention_2 is allowed by name only where it gives SDPA's greedy answers on a stream
+    whose positions are not consecutive (retrieved blocks, a re-base)."""
+    answers = []
+    for attn in ("sdpa", "flash_attention_2"):
+        bb = Backbone.load(ModelConfig(name="tiny", device="cuda", attn=attn))
+        ms = MemoryStream(bb, MemoryConfig(policy="rekv", window_blocks=2, retrieve_blocks=4,
+                                           device_budget=256 * 2**20, rebase_limit=4096))
+        for i, p in enumerate(_patches(12)):
+            if i == 6:
+                ms.rebase(3000)
+            ms.ingest(p)
+        answers.append(ms.ask("What happened at 0:03?", keep_logits=True, sampling=Sampling(max_new_tokens=8)))
+    assert answers[0].token_ids == answers[1].token_ids
+    assert torch.nn.functional.cosine_similarity(answers[0].logits[0], answers[1].logits[0], dim=0) > 0.99
