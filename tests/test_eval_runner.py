@@ -1,9 +1,17 @@
-"""Runner protocol with fake streams (what the model has seen when each question is asked) and the reports."""
+"""Runner protocol and reports.
+
+Protocol tests (when each question is asked, polls, history, preflight, the fidelity hook's wiring) use a
+fake stream. The figures about what an answer saw (needle and retrieval recall, memory per tier, peaks) and
+the accuracies come from real MemoryStreams on the tiny model with only the reply text scripted, and are
+checked against values worked out by hand from the stream's geometry and the scripted replies.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import statistics
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,10 +21,12 @@ import pytest
 
 from longwatch.app.cli import UserError
 from longwatch.app.config import load_config
+from longwatch.backbone.model import Sampling
 from longwatch.eval.formats import load_bench
 from longwatch.eval.report import write_report
 from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, VideosNotFound, fidelity_factory
 from longwatch.ingest.patches import TemporalPatch
+from longwatch.memory.stream import MemoryStream
 
 
 class FakeStream:
@@ -61,6 +71,53 @@ def make_runner(durations: dict[str, int], answer, asks, fidelity=None) -> Runne
     return Runner(load_config(), factory, opener, fidelity)
 
 
+SIZE = (64, 96)  # 2 x 3 merged vision tokens per patch on the tiny model
+
+
+class ScriptedReplies:
+    """A real MemoryStream on the tiny model whose reply text is scripted (its random weights answer nothing):
+    evidence, memory and timings of each answer are the stream's own."""
+
+    def __init__(self, stream: MemoryStream, reply):
+        self.stream, self.reply = stream, reply
+        self.policy = stream.cfg.policy
+
+    def ingest(self, patch):
+        self.stream.ingest(patch)
+
+    def stats(self):
+        return self.stream.stats()
+
+    def ask(self, question, on_text=None, keep_logits=False):
+        ans = self.stream.ask(question, on_text, keep_logits=keep_logits, sampling=Sampling(max_new_tokens=1))
+        return dataclasses.replace(ans, text=self.reply(question, self))
+
+    def close(self):
+        self.stream.close()
+
+
+def real_patches(duration: int):
+    """1 s temporal patches of random frames: block i spans [i, i + 1), its frames at i and i + 0.5."""
+    rng = np.random.default_rng(0)
+    for i in range(duration):
+        yield TemporalPatch(i, rng.integers(0, 256, (2, *SIZE, 3), dtype=np.uint8), (i, i + 0.5), float(i),
+                            float(i + 1))
+
+
+def real_runner(tiny, duration: int, reply, streams: list) -> Runner:
+    """Runner over real streams: sink 1, window 2, no similarity retrieval (rekv gets only the blocks a
+    question's time names), so what each answer saw follows from the ask time alone."""
+    cfg = load_config()
+    cfg = dataclasses.replace(cfg, memory=dataclasses.replace(cfg.memory, sink_blocks=1, window_blocks=2,
+                                                              retrieve_blocks=0))
+
+    def factory(mem_cfg, sid):
+        streams.append(ScriptedReplies(MemoryStream(tiny, mem_cfg, stream_id=sid), reply))
+        return streams[-1]
+
+    return Runner(cfg, factory, lambda path: contextlib.nullcontext(real_patches(duration)))
+
+
 def write_bench(tmp_path: Path, records: list, name: str = "b.json") -> Path:
     for r in records:
         (tmp_path / r["video_path"]).write_bytes(b"")
@@ -90,22 +147,37 @@ def gold_reply(bench):
     return lambda prompt, stream: next((a for t, a in by_text.items() if prompt.startswith(t)), "")
 
 
-def test_policies_budgets_retrieval_and_needle_recall(tmp_path):
-    conv = [{"question": "Which shape?", "choices": ["red circle", "blue square"], "answer": "blue square",
-             "ask_time": 8, "temporal_windows": [[2, 4]], "kind": "mc"},
+def test_recall_and_memory_are_those_of_the_blocks_the_real_answer_used(tmp_path, tiny):
+    conv = [{"question": "Which shape was shown at 0:03?", "choices": ["red circle", "blue square"],
+             "answer": "blue square", "ask_time": 8, "temporal_windows": [[2, 4]], "kind": "mc"},
             {"question": "What now?", "choices": ["x", "y"], "answer": "y", "ask_time": 3.5,
              "temporal_windows": [[2, 4]]}]
     path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
     bench = load_bench(path)
-    result = make_runner({"v.mp4": 10}, gold_reply(bench), []).run(
-        [bench], tmp_path, RunOptions(["full", "sliding"], budgets=[2**20, 2**21], progress=False))
-    assert len(result.records) == 2 * 2 * 2
-    late = {(r["policy"], r["budget"]): r for r in result.records if r["question"] == "Which shape?"}
-    assert late[("full", 2**20)]["needle_recall"] == 1.0 and late[("full", 2**20)]["retrieval"]["recall"] == 1.0
-    assert late[("sliding", 2**21)]["needle_recall"] == 0.0  # blocks 6-7 only: the needle (2-4 s) is gone
-    now = next(r for r in result.records if r["question"] == "What now?" and r["policy"] == "sliding")
-    assert now["needle_recall"] == 1.0 and now["retrieval"]["recall"] == pytest.approx(1.0)  # seen 2-4 s fully
-    assert now["memory"] == {"device": 2000, "host": 40} and now["gold"] == "B" and now["correct"]
+    result = real_runner(tiny, 10, gold_reply(bench), []).run(
+        [bench], tmp_path, RunOptions(["full", "sliding", "rekv"], progress=False))
+    recs = {(r["policy"], r["question"][:5]): r for r in result.records}
+    assert len(recs) == len(result.records) == 3 * 2
+    assert all(r["correct"] and r["gold"] == "B" for r in result.records)
+    # "Which" is asked at 8 s, with blocks 0-7 streamed. The needle (2-4 s) is blocks 2 and 3 (midpoints
+    # 2.5, 3.5). full used 0-8 s; sliding the sink (0-1 s) and window (6-8 s); rekv those plus the blocks
+    # covering the time the question names, 0:03 +- 1 s: 2, 3 and 4 (2-5 s).
+    late = {p: recs[(p, "Which")] for p in ("full", "sliding", "rekv")}
+    assert {p: r["t_stream_s"] for p, r in late.items()} == {"full": 8.0, "sliding": 8.0, "rekv": 8.0}
+    assert {p: r["needle_recall"] for p, r in late.items()} == {"full": 1.0, "sliding": 0.0, "rekv": 1.0}
+    assert late["full"]["retrieval"] == pytest.approx({"recall": 1.0, "precision": 2 / 8, "f1": 0.4})
+    assert late["sliding"]["retrieval"] == {"recall": 0.0, "precision": 0.0, "f1": 0.0}
+    assert late["rekv"]["retrieval"] == pytest.approx({"recall": 1.0, "precision": 2 / 6, "f1": 0.5})
+    assert late["rekv"]["evidence"] == [(0.0, 1.0), (2.0, 3.0), (3.0, 4.0), (4.0, 5.0), (6.0, 7.0), (7.0, 8.0)]
+    # memory when asked: rekv has offloaded blocks 1-5 to host RAM (each block's K/V at fp32); the others none
+    block_bytes = [tiny.tokens_per_patch(SIZE, i + 0.25) * tiny.dims.bytes_per_token for i in range(10)]
+    assert {p: r["memory"]["host"] for p, r in late.items()} == {"full": 0, "sliding": 0, "rekv": sum(block_bytes[1:6])}
+    # "What now?" is asked at 3.5 s, blocks 0-3 streamed: every policy's window still holds the needle
+    now = {p: recs[(p, "What ")] for p in ("full", "sliding", "rekv")}
+    assert all(r["t_stream_s"] == 4.0 and r["needle_recall"] == 1.0 for r in now.values())
+    assert now["full"]["retrieval"]["precision"] == pytest.approx(2 / 4)
+    assert now["sliding"]["retrieval"]["precision"] == now["rekv"]["retrieval"]["precision"] == pytest.approx(2 / 3)
+    assert now["rekv"]["memory"]["host"] == block_bytes[1]
 
 
 def test_a_budget_that_cannot_run_fails_before_any_video_streams(tmp_path):
@@ -199,20 +271,37 @@ def test_fidelity_hook_and_its_absence(tmp_path, monkeypatch):
     assert result.records[0]["fidelity"] == {"kl": 0.25, "top1": 1.0, "attn_recall": 0.5}
 
 
-def test_report_files(tmp_path):
-    conv = [{"question": f"Q{k}", "choices": ["a", "b"], "answer": "a", "ask_time": k} for k in (2, 5, 9)]
+REPLIES = {  # per policy, the scripted reply to Q2, Q5, Q9, Q-end (gold: A, "red circle", for all four)
+    "full": ["A", "(A) red circle", "The answer is A.", "B"],              # 3 of 4 right
+    "sliding": ["red circle", "B. blue square", "I cannot tell.", "A."],   # 2 of 4 right
+}
+
+
+def test_report_files(tmp_path, tiny):
+    conv = [{"question": f"Q{k}", "choices": ["red circle", "blue square"], "answer": "red circle", "ask_time": k}
+            for k in (2, 5, 9)] + [{"question": "Q-end", "choices": ["red circle", "blue square"],
+                                    "answer": "red circle"}]
     path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
-    bench = load_bench(path)
-    result = make_runner({"v.mp4": 10}, lambda q, s: "A" if s.policy == "full" else "B", []).run(
-        [bench], None, RunOptions(["full", "sliding"], budgets=[2**20, 2**22], progress=False))
-    files = write_report(result, tmp_path / "out", {"model": "fake", "default_budget": 2**30})
+    order = [c["question"] for c in conv]
+    reply = lambda q, s: REPLIES[s.policy][order.index(q.split("\n")[0])]  # noqa: E731
+    streams: list = []
+    result = real_runner(tiny, 10, reply, streams).run(
+        [load_bench(path)], None, RunOptions(["full", "sliding"], budgets=[2**24, 2**25], progress=False))
+    files = write_report(result, tmp_path / "out", {"model": "tiny", "default_budget": 2**30})
     run = json.loads(files["json"].read_text())
-    acc = {(r["policy"], r["budget"]): r["accuracy"] for r in run["summary"]}
-    assert acc == {("full", 2**20): 1.0, ("full", 2**22): 1.0, ("sliding", 2**20): 0.0, ("sliding", 2**22): 0.0}
-    full = next(r for r in run["summary"] if r["policy"] == "full")
-    assert full["ttft_p50_s"] == pytest.approx(0.05) and full["peak_device_bytes"] == 10_000
+    summary = {(r["policy"], r["budget"]): r for r in run["summary"]}
+    assert {k: r["accuracy"] for k, r in summary.items()} == {
+        ("full", 2**24): 0.75, ("full", 2**25): 0.75, ("sliding", 2**24): 0.5, ("sliding", 2**25): 0.5}
+    for (policy, budget), row in summary.items():
+        recs = [r for r in result.records if r["policy"] == policy and r["budget"] == budget]
+        assert [r["correct"] for r in recs] == [not r.startswith(("B", "I")) for r in REPLIES[policy]]
+        assert row["ttft_p50_s"] == pytest.approx(statistics.median(r["ttft_s"] for r in recs))
+        # the last question is asked after the last patch: its stream's own peak is the run's peak
+        stream = next(s for s in streams if s.stream.cfg.policy == policy and s.stream.cfg.device_budget == budget)
+        assert row["peak_device_bytes"] == stream.stats()["tiers"]["device"]["peak"] > 0
     md = files["markdown"].read_text()
-    assert "| policy | budget | questions | accuracy |" in md and "| full | 1.0 MiB | 3 | 1.000 |" in md
+    assert "| policy | budget | questions | accuracy |" in md and "| full | 16.0 MiB | 4 | 0.750 |" in md
+    assert "| sliding | 32.0 MiB | 4 | 0.500 |" in md
     assert files["csv"].read_text().splitlines()[0].startswith("bench,format,policy,budget")
     assert len(files["memory"].read_text().splitlines()) == 1 + 4 * 10
     for name in ("plot_accuracy", "plot_ttft", "plot_memory"):
