@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -163,30 +164,57 @@ def test_question_naming_a_time_gets_the_covering_blocks(tiny):
     assert {e.block_id for e in ans.evidence if e.reason == "time"} == {4, 5, 6}
 
 
-def test_rebase_is_exact(tiny):
-    ms = _stream(tiny, "sliding", window_blocks=4)
-    before = _ask(ms)
+def _placed_as_rebased(bb, ms: MemoryStream, delta: int) -> MemoryStream:
+    """A stream holding `ms`'s blocks where a re-base by `delta` should put them, built by placing each
+    exported block (store.restore) rather than by rotating the cache: prefix and sinks at their model
+    positions, the window `delta` back, stored blocks as they were."""
+    ref = MemoryStream(bb, ms.cfg)
+    state = ms.store.state.as_dict()
+    ref.store.restore_state({**state, "base": ms.base + delta, "next_position": ms.next_position - delta})
+    ref.encoder.plan_for(SIZE)
+    for b in sorted(ms.blocks.values(), key=lambda b: b.id):
+        copy, kv = ms.store.export(b)
+        if b.tier == "device" and b.is_sink:  # same model position: absolute moves forward with the base
+            copy = dataclasses.replace(copy, pos_start=copy.pos_start + delta, rot_base=copy.rot_base + delta)
+        assert ref.store.restore(dataclasses.replace(copy, summary=b.summary), kv.clone())
+    return ref
+
+
+@pytest.mark.parametrize("policy", ["sliding", "rekv"])
+def test_rebase_moves_the_window_and_keeps_prefix_and_sinks_in_place(tiny, policy):
+    ms = _stream(tiny, policy, window_blocks=4, retrieve_blocks=N)
+    sink = next(b for b in ms.store.device_blocks if b.kind == "patch" and b.is_sink)
+    sink_kv, sink_start = ms.store.export(sink)[1].clone(), sink.pos_start - ms.base
+    expected = _ask(_placed_as_rebased(tiny, ms, 3000))
     ms.rebase(3000)
     assert ms.base == 3000 and ms.next_position < 0
+    assert sink.pos_start - ms.base == sink_start  # the sink did not move in model positions ...
+    assert torch.equal(ms.store.export(sink)[1], sink_kv)  # ... so its keys were not rotated
     after = _ask(ms)
-    assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-4
-    # reference: the same cache content computed directly at positions shifted by -3000
-    ref_ms = MemoryStream(tiny, MemoryConfig(policy="sliding", window_blocks=4, **BIG))
-    ref_ms.rebase(3000)  # an empty stream: its first segment starts at model position -3000
-    assert ref_ms.next_position == -3000
-    for p in PATCHES:
-        ref_ms.ingest(p)
-    ref = _ask(ref_ms)
-    assert (ref.logits[0] - after.logits[0]).abs().max().item() < 1e-4
-    assert ref.token_ids == after.token_ids
+    assert after.token_ids == expected.token_ids
+    assert (expected.logits[0] - after.logits[0]).abs().max().item() < 1e-4
 
 
-def test_retrieved_blocks_after_rebase_keep_their_positions(tiny):
-    ms = _stream(tiny, "rekv", window_blocks=3, retrieve_blocks=N)
-    before = _ask(ms)
-    ms.rebase(5000)
-    after = _ask(ms)
-    assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-4
+def test_sink_distance_stays_bounded_over_many_rebases(tiny):
+    """Re-based 20 times over: every forward's query-to-key distance stays under rebase_limit + the answer
+    (rotating the sinks back with the window would have grown it by each re-base: past 40,000 here)."""
+    cfg = MemoryConfig(policy="sliding", window_blocks=2, rebase_limit=4096, **BIG)
+    ms = MemoryStream(tiny, cfg)
+    for i in range(50):  # each patch after a gap of 1500 positions (a stream outage): a re-base every 2 patches
+        if i:
+            ms.store.skip_to(ms.next_position + 1500)
+        ms.ingest(TemporalPatch(i, PATCHES[i % N].frames, (float(i), i + 0.5), float(i), i + 1.0))
+    ans = _ask(ms)
+    stats = ms.stats()
+    assert stats["rebases"] >= 20 and ms.base > 20 * (cfg.rebase_limit // 2) - cfg.rebase_limit
+    assert stats["max_distance"] <= cfg.rebase_limit + cfg.answer_tokens
+    assert ans.text is not None and all(b.pos_start - ms.base < 200 for b in ms.store.device_blocks if b.is_sink)
+
+
+def test_rebase_limit_past_the_trained_positions_is_refused(tiny):
+    cfg = MemoryConfig(policy="sliding", rebase_limit=tiny.max_positions, **BIG)
+    with pytest.raises(ValueError, match="memory.rebase_limit"):
+        MemoryStream(tiny, cfg).ingest(PATCHES[0])
 
 
 @pytest.mark.parametrize("policy", ["rekv", "streammem"])
@@ -223,6 +251,24 @@ def test_journal_survives_restart_and_skips_a_torn_block(tiny, tmp_path, caplog)
     assert any("torn" in r.message for r in caplog.records)
     assert len(third.blocks) == len(again.blocks) - 1
     assert third.ask("what now?", sampling=SAMP).text is not None
+
+
+def test_journal_replays_a_rebase_with_the_sinks_in_place(tiny, tmp_path):
+    cfg = MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG)
+    ms = MemoryStream(tiny, cfg, memory_dir=str(tmp_path / "mem"))
+    for p in PATCHES[:8]:
+        ms.ingest(p)
+    ms.rebase(2500)
+    for p in PATCHES[8:]:
+        ms.ingest(p)
+    before = _ask(ms)
+    # no close: the journal alone (puts before the re-base, its record, puts after) must rebuild the same cache
+    again = MemoryStream(tiny, cfg, memory_dir=str(tmp_path / "mem"))
+    assert [(b.id, b.pos_start, b.rot_base) for b in again.store.device_blocks] == \
+        [(b.id, b.pos_start, b.rot_base) for b in ms.store.device_blocks]
+    after = _ask(again)
+    assert after.token_ids == before.token_ids
+    assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-5
 
 
 def test_journal_without_close_loses_nothing_but_the_block_in_flight(tiny, tmp_path):
