@@ -114,10 +114,12 @@ class Encoder:
         generic turn opener run after the cache as it stands, post-RoPE [layers, heads, tokens, head_dim]."""
         seg, start = self.bb.layout.question(""), self.store.next_position
         with self.store.transient() as cache, QKCapture(self.bb.model, queries=True) as cap:
+            length = cache.length
             prefill(self.bb.model, cache, [seg], start, None)
-        pos = torch.arange(start, start + len(seg))
-        queries = torch.stack([rope_text(self.bb.rotary_emb, q, pos) for q in cap.queries])
-        return self.policy.score_exit(keys, queries)
+            pos = torch.arange(start, start + len(seg))
+            queries = torch.stack([rope_text(self.bb.rotary_emb, q, pos) for q in cap.queries])
+            context = [cache.keys_view(i, 0, length) for i in range(cache.num_layers)]
+            return self.policy.score_exit(keys, queries, context)
 
 
 @dataclass(frozen=True)

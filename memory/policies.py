@@ -10,14 +10,15 @@
   TaR (temporal-axis redundancy), the cosine similarity of its key to the key at the same spatial position
   in the previous patch (averaged over KV heads): a token that barely changed is redundant; and VaN (value
   norm), the L2 norm of its value (averaged over heads): large values carry more. The score is the mean of
-  (1 - redundancy) and value norm, each min-max scaled to [0, 1] per layer. Blocks leaving the window keep
-  the top `compress_ratio` of their vision tokens per layer; when the compressed memory exceeds its budget,
-  tokens are re-allocated by one global ranking.
+  the novelty (1 - redundancy) / 2 and the value norm over the stream's running mean value norm of that
+  layer: no per-block scaling, so scores of different blocks compare.
+  Blocks leaving the window keep the top `compress_ratio` of their vision tokens per layer; when the
+  compressed memory exceeds its budget, tokens are re-allocated by one global ranking (`fit_global`).
 - streammem: query-agnostic compression by proxy-query attention plus a per-frame prototype (StreamMem).
   When a block leaves the window, the chat template's generic turn opener (e.g.
   "<|im_end|>\\n<|im_start|>assistant\\n") is run after the current cache as proxy queries; each vision
-  token's score per layer is the softmax attention it receives from those queries (mean over proxy tokens
-  and query heads of its KV group). The block keeps its top `compress_ratio` tokens per layer plus one
+  token's score per layer is the softmax attention it receives from those queries over that cache plus
+  the block (mean over proxy tokens and query heads of its KV group). The block keeps its top `compress_ratio` tokens per layer plus one
   prototype token: the mean key and value of all its vision tokens, so a frame whose tokens were mostly
   dropped is still represented.
 """
@@ -63,8 +64,9 @@ class Policy:
     - ``score_new(keys, values, prev_keys)`` (when ``scores_at_ingest``): per-token importance
       [layers, n_vis] of a patch just encoded (keys/values [layers, kv_heads, n_vis, head_dim] of its vision tokens; prev_keys the
       previous patch's, or None). Default None.
-    - ``score_exit(keys, proxy_queries)``: importance [layers, n_vis] when a block leaves the window,
-      given post-RoPE proxy queries [layers, heads, tokens, head_dim]. Default None.
+    - ``score_exit(keys, proxy_queries, context)``: importance [layers, n_vis] when a block leaves the
+      window, given post-RoPE proxy queries [layers, heads, tokens, head_dim] and the per-layer keys of
+      the cache they ran over. Default None.
     - ``wants_proxy``: True if ``score_exit`` needs proxy queries (the stream computes them).
     - ``keep(scores, k)``: per-layer indices [layers, k] of the vision tokens a compressed block keeps.
     - ``fit(blocks, budget)``: {block id: vision tokens to keep} so that the compressed memory's
@@ -73,8 +75,11 @@ class Policy:
     - ``prototype``: True if a compressed block also keeps one merged prototype token (streammem).
 
     Invariants the store (memory/store.py) keeps around these decisions: no tier exceeds its byte budget; a kept
-    block keeps its timestamp text; with budgets larger than the stream nothing is dropped or
-    compressed, so answers equal ``full``.
+    block keeps its timestamp text; with budgets larger than the stream (and compress_ratio 1) rekv and
+    infinipot drop nothing, so an answer sees every block as it was encoded. That equals ``full`` only
+    when the window covers the stream: a patch is encoded over sinks + window, so its K/V differ from
+    full's once older blocks have left the window (tests/test_memory_stream.py measures 0.05 on tiny).
+    streammem's prototype takes one vision token's place even at compress_ratio 1.
     """
 
     name = "base"
@@ -93,7 +98,8 @@ class Policy:
     def score_new(self, keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor | None:
         return None
 
-    def score_exit(self, keys: torch.Tensor, proxy_queries: torch.Tensor | None) -> torch.Tensor | None:
+    def score_exit(self, keys: torch.Tensor, proxy_queries: torch.Tensor | None,
+                   context: list[torch.Tensor] | None = None) -> torch.Tensor | None:
         return None
 
     def keep_count(self, n_vis: int) -> int:
@@ -125,12 +131,16 @@ def keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def fit_global(blocks: list[Block], budget: int) -> dict[int, int]:
-    """Allocate vision tokens to blocks by one global ranking of their (layer-mean) scores.
+    """Allocate vision tokens to blocks by one global ranking that compares like with like.
 
     Every block first costs its text (timestamp, vision start/end) and prototype; if those alone
-    exceed `budget`, the oldest blocks are evicted. The remaining budget goes to the highest-scoring
-    vision tokens across all blocks, which sets each block's count (InfiniPot-V and StreamMem both
-    rank tokens globally within a fixed budget).
+    exceed `budget`, the oldest blocks are evicted. The remaining budget goes, token by token, to the
+    block whose next token is worth most (InfiniPot-V and StreamMem both rank tokens globally within a
+    fixed budget). A compressed block keeps its own top tokens in each layer, so column j holds a
+    different token in each layer: the worth of a block's k-th token is the mean over layers of its
+    k-th best score in that layer, not the mean of column k. Scores are put on one scale per layer by
+    dividing by that layer's mean over all the blocks being fitted, so no layer outweighs the others;
+    the policies' scores carry no per-block normalisation, so blocks compare directly.
     """
     kept = sorted(blocks, key=lambda b: b.t_start)
     fixed = sum(b.n_head + b.n_tail + b.n_proto for b in kept)
@@ -138,20 +148,20 @@ def fit_global(blocks: list[Block], budget: int) -> dict[int, int]:
         old = kept.pop(0)
         fixed -= old.n_head + old.n_tail + old.n_proto
     left = budget - fixed
-    current = sum(b.n_vis for b in kept)
-    if current <= left:
+    if sum(b.n_vis for b in kept) <= left:
         return {b.id: b.n_vis for b in kept}
-    pool = []
-    for b in kept:
-        if b.n_vis:
-            s = b.scores.float().mean(0) if b.scores is not None else torch.zeros(b.n_vis)
-            pool.append(torch.stack([s, torch.full_like(s, b.id)], dim=1))
     counts = {b.id: 0 for b in kept}
-    if pool and left > 0:
-        allv = torch.cat(pool)
-        best = torch.topk(allv[:, 0], min(left, len(allv))).indices
-        for bid in allv[best, 1].long().tolist():
-            counts[bid] += 1
+    scored = [b for b in kept if b.n_vis]
+    if not scored or left <= 0:
+        return counts
+    layers = max(b.scores.shape[0] if b.scores is not None else 1 for b in scored)
+    ranked = [torch.sort(b.scores.float(), dim=1, descending=True).values if b.scores is not None
+              else torch.zeros(layers, b.n_vis) for b in scored]
+    scale = torch.cat(ranked, dim=1).abs().mean(1, keepdim=True).clamp_min(1e-12)  # [layers, 1]
+    worth = torch.cat([(r / scale).mean(0) for r in ranked])  # each block's gains, best first
+    owner = torch.cat([torch.full((b.n_vis,), i) for i, b in enumerate(scored)])
+    for i in owner[torch.topk(worth, min(left, len(worth))).indices].tolist():
+        counts[scored[i].id] += 1
     return counts
 
 
@@ -189,34 +199,70 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def tar_van_scores(keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
-    """keys/values [layers, kv_heads, n, head_dim], prev_keys same shape or None -> scores [layers, n]."""
+def tar_van_scores(keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None,
+                   van_ref: torch.Tensor | None = None) -> torch.Tensor:
+    """keys/values [layers, kv_heads, n, head_dim], prev_keys same shape or None, van_ref [layers] (the
+    stream's typical value norm per layer; None = this patch's mean) -> scores [layers, n].
+
+    The mean of novelty (1 - cosine to the key at the same place in the previous patch, over 2: in
+    [0, 1]) and value norm over the stream's typical value norm. No per-block min-max scaling, so a
+    patch that changed little scores below one that changed a lot, and fit_global's ranking across
+    blocks compares like with like.
+    """
     van = values.float().norm(dim=-1).mean(1)  # [L, n]
+    ref = van.mean(1) if van_ref is None else van_ref.to(van.device, van.dtype)
     if prev_keys is None or prev_keys.shape != keys.shape:
         novelty = torch.ones_like(van)  # first patch (or a size change): nothing to be redundant with
     else:
-        cos = torch.nn.functional.cosine_similarity(keys.float(), prev_keys.float(), dim=-1).mean(1)
-        novelty = 1.0 - cos
-    return 0.5 * _unit(novelty) + 0.5 * _unit(van)
+        novelty = 0.5 * (1.0 - torch.nn.functional.cosine_similarity(keys.float(), prev_keys.float(), dim=-1).mean(1))
+    return 0.5 * novelty + 0.5 * van / ref.clamp_min(1e-12)[:, None]
 
 
 class InfiniPotPolicy(Policy):
+    """InfiniPot-V's scores, with the value norm measured against the stream's running mean value norm
+    per layer (over the last ~`VAN_MEMORY` patches), so blocks scored hours apart compare. The running
+    mean is not journaled: a reloaded stream re-learns it from its next patches."""
+
     name = "infinipot"
     on_exit = Exit.COMPRESS
     scores_at_ingest = True
+    VAN_MEMORY = 1000
+
+    def __init__(self, cfg: MemoryConfig) -> None:
+        super().__init__(cfg)
+        self._van_ref: torch.Tensor | None = None
+        self._seen = 0
 
     def score_new(self, keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
-        return tar_van_scores(keys, values, prev_keys)
+        van = values.float().norm(dim=-1).mean(1).mean(1)  # [layers]: this patch's mean value norm
+        self._seen = min(self._seen + 1, self.VAN_MEMORY)
+        self._van_ref = van if self._van_ref is None else self._van_ref + (van - self._van_ref) / self._seen
+        return tar_van_scores(keys, values, prev_keys, self._van_ref)
 
 
-def proxy_attention_scores(keys: torch.Tensor, proxy_queries: torch.Tensor) -> torch.Tensor:
+def proxy_attention_scores(keys: torch.Tensor, proxy_queries: torch.Tensor,
+                           context: list[torch.Tensor] | None = None) -> torch.Tensor:
     """keys [layers, kv_heads, n, head_dim] (cached, rotated); proxy_queries [layers, heads, t, head_dim]
-    (rotated at their positions) -> scores [layers, n]: attention mass from the proxies over the block."""
+    (rotated at their positions); context: per-layer keys [kv_heads, T, head_dim] of the cache the proxies
+    ran over -> scores [layers, n]: the attention each token would get from the proxies with the block in
+    that cache (mean over proxy tokens and query heads of its KV group).
+
+    The softmax covers the context too, as StreamMem's attention over the whole cache does; over the
+    block's own tokens alone, every block's scores would sum to 1, and a block of few tokens would
+    outrank one of many in fit_global's ranking across blocks.
+    """
     layers, kv_heads, n, d = keys.shape
     heads = proxy_queries.shape[1]
-    q = proxy_queries.float().view(layers, kv_heads, heads // kv_heads, -1, d)
-    logits = torch.einsum("lgrtd,lgnd->lgrtn", q, keys.float()) / d**0.5
-    return torch.softmax(logits, dim=-1).mean(dim=(1, 2, 3))
+    out = []
+    for layer in range(layers):  # one layer at a time: the context's logits are [heads, t, T]
+        q = proxy_queries[layer].float().view(kv_heads, heads // kv_heads, -1, d)
+        logits = torch.einsum("grtd,gnd->grtn", q, keys[layer].float()) / d**0.5
+        lse = torch.logsumexp(logits, dim=-1)
+        if context is not None and context[layer].shape[1]:
+            ctx = torch.einsum("grtd,gnd->grtn", q, context[layer].to(q.device).float()) / d**0.5
+            lse = torch.logaddexp(lse, torch.logsumexp(ctx, dim=-1))
+        out.append(torch.exp(logits - lse[..., None]).mean(dim=(0, 1, 2)))
+    return torch.stack(out)
 
 
 def prototype(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,10 +276,11 @@ class StreamMemPolicy(Policy):
     wants_proxy = True
     prototype = True
 
-    def score_exit(self, keys: torch.Tensor, proxy_queries: torch.Tensor | None) -> torch.Tensor:
+    def score_exit(self, keys: torch.Tensor, proxy_queries: torch.Tensor | None,
+                   context: list[torch.Tensor] | None = None) -> torch.Tensor:
         if proxy_queries is None:
             raise ValueError("streammem needs proxy queries to score a block")
-        return proxy_attention_scores(keys, proxy_queries)
+        return proxy_attention_scores(keys, proxy_queries, context)
 
 
 REGISTRY: dict[str, type[Policy]] = {

@@ -41,6 +41,46 @@ def test_fit_global_ranks_tokens_across_blocks_and_evicts_oldest_text():
     assert fit_global([a, b], 100) == {0: 4, 1: 4}
 
 
+def test_fit_global_ranks_each_layer_by_its_own_tokens():
+    """After per-layer compression, column j is a different token in each layer. Block a is worth one
+    token (its best in each layer scores 10) and block b two (6 and 6 in each layer); averaging columns
+    across layers would see a as [5, 5] and give both tokens to b."""
+    a = _block(0, 2, torch.tensor([[10.0, 0.0], [0.0, 10.0]]))
+    b = _block(1, 2, torch.tensor([[6.0, 6.0], [6.0, 6.0]]))
+    assert fit_global([a, b], 2 * (8 + 1) + 2) == {0: 1, 1: 1}
+    # one layer with scores 100x larger does not decide alone: each layer is scaled by its own mean
+    c = _block(0, 2, torch.tensor([[100.0, 0.0], [0.0, 0.0]]))
+    d = _block(1, 2, torch.tensor([[90.0, 0.0], [1.0, 0.0]]))
+    assert fit_global([c, d], 2 * (8 + 1) + 1) == {0: 0, 1: 1}  # d: 0.9 + 1.0 of the two layer means beats 1.0
+
+
+def test_tar_van_scores_compare_across_blocks():
+    """A patch that barely changed scores below one that changed, token for token (no per-block scaling)."""
+    torch.manual_seed(2)
+    prev = torch.randn(2, 2, 6, 8)
+    values = torch.ones(2, 2, 6, 8)
+    ref = torch.full((2,), 8**0.5)  # the stream's typical value norm: these values' own
+    still = tar_van_scores(prev + 0.01 * torch.randn_like(prev), values, prev, ref)
+    moved = tar_van_scores(torch.randn_like(prev), values, prev, ref)
+    assert still.max() < 0.501 and still.max() < moved.min()  # min-max per block would give both a 1
+    a, b = _block(0, 6, still), _block(1, 6, moved)
+    assert fit_global([a, b], 2 * (8 + 1) + 6) == {0: 0, 1: 6}
+
+
+def test_proxy_scores_over_the_cache_do_not_favour_small_blocks():
+    """Softmax over the block alone gives a 1-token block score 1 whatever it holds; over the cache the
+    proxies ran on, a dull token of a small block scores below the one token the proxies look for."""
+    q = torch.tensor([1.0, 0, 0, 0]).view(1, 1, 1, 4)
+    context = [torch.zeros(1, 20, 4)]
+    small = torch.zeros(1, 1, 1, 4)  # one dull token
+    big = torch.zeros(1, 1, 5, 4)
+    big[0, 0, 2, 0] = 4.0  # one token the query matches
+    assert proxy_attention_scores(small, q)[0, 0] == pytest.approx(1.0)
+    s_small, s_big = proxy_attention_scores(small, q, context), proxy_attention_scores(big, q, context)
+    assert s_small[0, 0] < s_big[0, 2]
+    assert s_big.sum() < 1  # the rest of the attention went to the cache
+
+
 def test_tar_van_prefers_changed_tokens_with_large_values():
     torch.manual_seed(0)
     prev = torch.randn(2, 2, 6, 8)
