@@ -10,6 +10,7 @@ writes a fresh, compact journal of the current state (also used to compact a lon
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import torch
 
+from longwatch import __version__
 from longwatch.backbone.model import Backbone
 from longwatch.memory.block import DEVICE, Block
 from longwatch.memory.blockfiles import BlockFiles, FileRef, TornBlock, ref_from_dict, ref_to_dict
+from longwatch.memory.config import MemoryConfig
 from longwatch.memory.engine import Encoder
 from longwatch.memory.store import BlockStore
 
@@ -38,11 +41,18 @@ def _block_meta(block: Block) -> dict:
     return d
 
 
-def header(backbone: Backbone, policy: str) -> dict:
-    """The journal's first record: what a saved memory must match to be loaded."""
+def header(backbone: Backbone, cfg: MemoryConfig) -> dict:
+    """The journal's first record: what a saved memory must match to be loaded (`MATCH`)."""
     d = backbone.dims
-    return {"op": "open", "version": VERSION, "model": backbone.name, "policy": policy,
+    return {"op": "open", "version": VERSION, "longwatch": __version__, "model": backbone.name,
+            "policy": cfg.policy, "retrieval_keys": cfg.retrieval_keys,
             "dims": [d.num_layers, d.kv_heads, d.head_dim], "dtype": str(backbone.dtype).removeprefix("torch.")}
+
+
+MATCH = ("model", "longwatch", "dims", "dtype", "policy", "retrieval_keys")
+"""Header fields a saved memory must share with the stream loading it: K/V from another model (even one
+with the same dimensions), another longwatch (block layout, scores), or summaries of the other
+retrieval-key mode would load and answer wrongly without a word."""
 
 
 class Journal:
@@ -53,7 +63,7 @@ class Journal:
         self.files.journal_path = self.files.folder / journal_name
         self.prefix = prefix
         self.refs: dict[int, tuple[FileRef, int]] = {}  # block id -> (latest file, its rot_base)
-        self.aux: dict[int, list[FileRef]] = {}
+        self.aux: dict[int, dict[str, FileRef]] = {}  # block id -> its tensor fields' files
         self.versions: dict[int, int] = {}
         self.lines = 0
         self.skipped = 0
@@ -81,13 +91,13 @@ class Journal:
         self.write(record)
         self.forget(block.id)
         self.refs[block.id] = (ref, block.rot_base)
-        self.aux[block.id] = list(aux.values())
+        self.aux[block.id] = aux
         self.versions[block.id] = v
 
     def forget(self, block_id: int) -> None:
         """Delete the files of a block's latest version."""
         old = self.refs.pop(block_id, None)
-        for ref in ([old[0]] if old else []) + self.aux.pop(block_id, []):
+        for ref in ([old[0]] if old else []) + list(self.aux.pop(block_id, {}).values()):
             self.files.delete(ref)
 
     def drop(self, block: Block) -> None:
@@ -114,10 +124,31 @@ class Journal:
         return got[0]
 
     def close(self, store: BlockStore, head: dict) -> None:
-        """The closing record; a journal grown long is compacted into a fresh one."""
+        """The closing record; a journal grown long is compacted (`compact`: no block file is rewritten)."""
         self.write({"op": "close", "state": store.state.as_dict()})
         if self.lines > 1000 + 4 * len(self.refs):
-            snapshot(store, head, self.files.folder)
+            self.compact(store, head)
+
+    def compact(self, store: BlockStore, head: dict) -> None:
+        """Replace the journal by one record per live block naming the files it already has (written
+        beside it, then swapped atomically); the block files stay as they are."""
+        state = store.state.as_dict()
+        records = [head]
+        for block in sorted(store.blocks.values(), key=lambda b: b.id):
+            ref, rot_base = self.refs[block.id]
+            meta = dict(_block_meta(block), rot_base=rot_base, tier=DEVICE)  # the file's rotation
+            records.append({"op": "put", "id": block.id, "block": meta, "kv": ref_to_dict(ref), "state": state,
+                            **{k: ref_to_dict(r) for k, r in self.aux.get(block.id, {}).items()}})
+            if block.tier != DEVICE:
+                records.append({"op": "tier", "id": block.id, "tier": block.tier})
+        records.append({"op": "close", "state": state})
+        tmp = self.files.journal_path.with_suffix(".compact.tmp")
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.files.journal_path)
+        self.lines = len(records)
 
 
 def snapshot(store: BlockStore, head: dict, folder: str | os.PathLike) -> None:
@@ -154,10 +185,12 @@ def _replay(store: BlockStore, encoder: Encoder, journal: Journal, want: dict) -
     if not records or records[0].get("op") != "open":
         raise IncompatibleMemory(f"{journal.files.journal_path}: not a longwatch memory journal")
     head = records[0]
-    for key in ("dims", "dtype", "policy"):
-        if head.get(key) != want[key]:
-            raise IncompatibleMemory(f"memory dir {journal.files.folder} was written with {key}={head.get(key)}, "
-                                     f"this stream has {key}={want[key]}")
+    differ = [k for k in MATCH if head.get(k) != want[k]]
+    if differ:
+        saved = ", ".join(f"{k}={head.get(k, 'unknown')}" for k in differ)
+        now = ", ".join(f"{k}={want[k]}" for k in differ)
+        raise IncompatibleMemory(f"memory dir {journal.files.folder} was saved with {saved}; this stream has {now} "
+                                 "(nothing was loaded or changed)")
     puts: dict[int, dict] = {}
     tiers: dict[int, str] = {}
     state: dict = {}
@@ -200,7 +233,7 @@ def _replay(store: BlockStore, encoder: Encoder, journal: Journal, want: dict) -
             skipped += 1
             continue
         journal.refs[bid] = (ref, block.rot_base)
-        journal.aux[bid] = list(aux.values())
+        journal.aux[bid] = aux
         journal.versions[bid] = int(ref.path.rsplit("-v", 1)[-1].split(".")[0])
         block.tier = tiers.get(bid, DEVICE)
         store.restore(block, kv, ref)

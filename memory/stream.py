@@ -64,7 +64,7 @@ class MemoryStream:
         if frame_size is not None:
             self.encoder.plan_for(frame_size)
         if journal is not None:
-            journal.attach(self.store, self.encoder, header(backbone, cfg.policy))
+            journal.attach(self.store, self.encoder, header(backbone, cfg))
         self.skipped_on_load = journal.skipped if journal else 0
         """Torn blocks skipped when this stream's memory_dir was loaded."""
 
@@ -108,7 +108,7 @@ class MemoryStream:
 
     def save(self, folder: str) -> None:
         """Write the whole memory to `folder` (a fresh journal); `MemoryStream.load` restores it."""
-        snapshot(self.store, header(self.bb, self.cfg.policy), folder)
+        snapshot(self.store, header(self.bb, self.cfg), folder)
 
     @classmethod
     def load(cls, backbone: Backbone, cfg: MemoryConfig, folder: str, stream_id: str = "default") -> MemoryStream:
@@ -119,7 +119,7 @@ class MemoryStream:
     def close(self) -> None:
         """Finish the journal (memory_dir) or delete the offloaded blocks (no memory_dir: they were scratch)."""
         if self.journal:
-            self.journal.close(self.store, header(self.bb, self.cfg.policy))
+            self.journal.close(self.store, header(self.bb, self.cfg))
         self.store.close()
         if self._scratch is not None:
             self._scratch.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from longwatch.backbone.model import Sampling, prefill
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
+from longwatch.memory.persist import IncompatibleMemory
 from longwatch.memory.stream import MemoryStream
 
 SIZE = (64, 96)
@@ -310,3 +312,54 @@ def test_until_also_limits_retrieval(tiny):
     ans = ms.ask("What was on the sign at 0:12?", sampling=SAMP, until=cut)
     assert ans.evidence and all(e.t_start < cut for e in ans.evidence)
     assert not any(e.reason == "time" for e in ans.evidence)  # 0:12 has not played yet
+
+
+def _saved(tiny, folder) -> MemoryConfig:
+    cfg = MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG)
+    ms = MemoryStream(tiny, cfg, memory_dir=str(folder))
+    for p in PATCHES:
+        ms.ingest(p)
+    ms.close()
+    return cfg
+
+
+@pytest.mark.parametrize("field,value,named", [("model", "Qwen/Qwen3-VL-2B-Instruct", "model=Qwen/Qwen3-VL-2B-Instruct"),
+                                               ("longwatch", "0.0.1", "longwatch=0.0.1"),
+                                               ("retrieval_keys", "cached", "retrieval_keys=cached")])
+def test_a_memory_saved_by_another_model_or_version_is_refused_untouched(tiny, tmp_path, field, value, named):
+    """Same dimensions, other model (or longwatch, or retrieval-key mode): one error naming both, nothing changed."""
+    folder = tmp_path / "mem"
+    cfg = _saved(tiny, folder)
+    lines = (folder / "journal.jsonl").read_text().splitlines()
+    head = json.loads(lines[0])
+    head[field] = value
+    (folder / "journal.jsonl").write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(IncompatibleMemory) as e:
+        MemoryStream(tiny, cfg, memory_dir=str(folder))
+    msg = str(e.value)
+    assert named in msg and f"{field}={json.loads(lines[0])[field]}" in msg and "\n" not in msg
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_compacting_a_long_journal_rewrites_no_block_file(tiny, tmp_path):
+    folder = tmp_path / "mem"
+    cfg = MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG)
+    ms = MemoryStream(tiny, cfg, memory_dir=str(folder))
+    for p in PATCHES[:6]:
+        ms.ingest(p)
+    ms.rebase(2000)
+    for p in PATCHES[6:]:
+        ms.ingest(p)
+    before = _ask(ms)
+    files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (folder / "blocks").iterdir()}
+    lines = len((folder / "journal.jsonl").read_text().splitlines())
+    ms.journal.lines = 10**6  # as if hours of drops and tier moves had been journaled: close compacts
+    ms.close()
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (folder / "blocks").iterdir()} == files
+    ops = [json.loads(line)["op"] for line in (folder / "journal.jsonl").read_text().splitlines()]
+    assert lines > 0 and ops[0] == "open" and ops[-1] == "close" and "rebase" not in ops
+    assert ops.count("put") == len(ms.blocks)  # one record per live block, naming its existing files
+    after = _ask(MemoryStream(tiny, cfg, memory_dir=str(folder)))
+    assert after.token_ids == before.token_ids
+    assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-5
