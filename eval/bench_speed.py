@@ -86,6 +86,8 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
     if bb.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(bb.device)
     costs, flops, checkpoints, stopped = [], 0.0, [], None
+    batch: dict = {}
+    batch_peak = 0
     marks = sorted(lengths)
     wall0 = time.perf_counter()
     samp = Sampling(temperature=0.0, max_new_tokens=answer_tokens)
@@ -97,7 +99,9 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
             if n_streams == 1:
                 streams[0].ingest(patch)
             else:
-                ingest_batch(streams, [patch] * n_streams)
+                # the batch copy's own budget: every stream's device budget, so one forward takes them all
+                ingest_batch(streams, [patch] * n_streams, budget=n_streams * mem_cfg.device_budget, report=batch)
+                batch_peak = max(batch_peak, batch.get("peak_bytes", 0))
         except torch.OutOfMemoryError:  # `full` is unbounded: on a long enough stream it runs out
             stopped = f"out of device memory at {patch.t_start / 60:.1f} min"
             break
@@ -137,6 +141,7 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
         "flops_per_s": flops / total, "mfu": flops / total / peak,
         "keeps_up_with_2fps": n_streams * len(costs) / total >= n_streams * cfg.ingest.fps / 2,
         "checkpoints": checkpoints, "patch_costs_s": costs, "stopped": stopped,
+        "batch_copy_peak_bytes": batch_peak,
     }
 
 

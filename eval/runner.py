@@ -291,7 +291,8 @@ def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
     from longwatch.backbone.inputs import vision_tokens
     from longwatch.ingest.patches import snap_frame_size
     from longwatch.ingest.sources import probe
-    from longwatch.memory.block import plan_device
+    from longwatch.memory.block import IndexCost, plan_device
+    from longwatch.memory.retrieval import FaissIndex, index_placement
 
     sizes: dict[Path, tuple[int, int]] = {}
     prefix = len(backbone.layout.prefix())  # what MemoryStream puts before the first block
@@ -300,7 +301,11 @@ def budget_preflight(backbone: Any, config: Any) -> Callable[[Any, Path], None]:
         if path not in sizes:
             info = probe(str(path))
             sizes[path] = snap_frame_size(info.height, info.width, config.ingest.frame_size)
-        plan_device(mem_cfg, backbone.dims.bytes_per_token, vision_tokens(sizes[path]), prefix, backbone.name)
+        d = backbone.dims
+        kind, on_device = index_placement(mem_cfg.index, backbone.device)
+        entry = d.num_layers * (d.kv_heads * d.head_dim * 4 + (FaissIndex.ENTRY_OVERHEAD if kind == "faiss" else 0))
+        plan_device(mem_cfg, d.bytes_per_token, vision_tokens(sizes[path]), prefix, backbone.name,
+                    IndexCost(entry, on_device))
 
     return check
 

@@ -211,20 +211,63 @@ class DevicePlan:
     """Compressed memory budget in tokens (infinipot, streammem; 0 otherwise); the cache keeps as
     much room again to bring it in for a question."""
     retrieval_blocks: int
+    index_rows: int = 0
+    """Most blocks the retrieval index can ever hold: as many of the smallest block as host + disk hold."""
+    device_reserve: int = 0
+    """Device bytes held back from the cache: key summaries of the blocks on the device, plus the whole
+    index when it lives there (torch, faiss-gpu)."""
+    host_reserve: int = 0
+    """Host bytes held back from the host tier's blocks for an index in host RAM (faiss on the CPU)."""
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
 
 
+@dataclass(frozen=True)
+class IndexCost:
+    """What the retrieval index costs per stored block and where it lives (memory/retrieval.py)."""
+
+    entry_bytes: int
+    """One block's entry: its key summary [layers, kv_heads * head_dim] float32 plus the index's own overhead."""
+    on_device: bool
+    """True for an index on the compute device (torch, faiss-gpu), False for host RAM (faiss on the CPU)."""
+
+
+def _index_reserves(cfg: MemoryConfig, index: IndexCost, smallest_block_bytes: int) -> tuple[int, int, int]:
+    """(index rows, device bytes, host bytes) to hold back for retrieval: the summaries of the blocks on the
+    device, and an index entry for every block host + disk could ever hold (the smallest block's size)."""
+    e = index.entry_bytes
+    device = (cfg.sink_blocks + cfg.window_blocks + 1) * e
+    if index.on_device:
+        rows = cfg.host_budget // smallest_block_bytes + cfg.disk_budget // smallest_block_bytes
+        return rows, device + rows * e, 0
+    rows = (cfg.host_budget + cfg.disk_budget) // (smallest_block_bytes + e)  # the entries share host RAM with blocks
+    return rows, device, rows * e
+
+
 def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, prefix_tokens: int,
-                model_name: str = "the model") -> DevicePlan:
-    """Check the budgets against the model and frame size; raise ConfigError naming the setting."""
+                model_name: str = "the model", index: IndexCost | None = None) -> DevicePlan:
+    """Check the budgets against the model and frame size; raise ConfigError naming the setting.
+
+    `index`: the retrieval index's cost (rekv); its entries and the device blocks' key summaries are held
+    back from the tier they live in, so tier bytes count everything a stream keeps, not only K/V.
+    """
     block = vision_tokens + 2 + TIMESTAMP_TOKENS_MAX
     per_block_bytes = block * bytes_per_token
     retrieval = cfg.retrieve_blocks + cfg.time_blocks if cfg.policy == "rekv" else 0
     if cfg.policy == "full":
         return DevicePlan(bytes_per_token, block, None, 0, 0, 0)
-    capacity = cfg.device_budget // bytes_per_token
+    rows = device_reserve = host_reserve = 0
+    if cfg.policy == "rekv" and index is not None:
+        rows, device_reserve, host_reserve = _index_reserves(cfg, index, (vision_tokens + 3) * bytes_per_token)
+        if host_reserve and host_reserve + per_block_bytes > cfg.host_budget:
+            raise ConfigError(
+                f"memory.host_budget: the retrieval index lives in host RAM (faiss on the CPU) and needs "
+                f"{format_bytes(host_reserve)} for the {rows} blocks host and disk can hold, plus one block "
+                f"({format_bytes(per_block_bytes)}); raise host_budget or use memory.index torch")
+    capacity = max(0, cfg.device_budget - device_reserve) // bytes_per_token
+    index_part = (f" plus {format_bytes(device_reserve)} of retrieval index and key summaries for the {rows} blocks "
+                  "host and disk can hold") if device_reserve else ""
     what = (f"{model_name} at {vision_tokens} vision tokens per patch "
             f"({block} tokens, {format_bytes(per_block_bytes)} per block)")
     base = prefix_tokens + cfg.sink_blocks * block + cfg.answer_tokens + retrieval * block
@@ -237,14 +280,14 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
         raise ConfigError(
             f"memory.device_budget: {format_bytes(cfg.device_budget)} cannot hold the prompt prefix, "
             f"{cfg.sink_blocks} sink block(s), one block, the window's next block and the answer reserve "
-            f"({cfg.answer_tokens} tokens){' and retrieval slots' if retrieval else ''} for {what}; "
-            f"the minimum is {format_bytes(need * bytes_per_token)} with window_blocks={cfg.window_blocks}")
+            f"({cfg.answer_tokens} tokens){' and retrieval slots' if retrieval else ''}{index_part} for {what}; "
+            f"the minimum is {format_bytes(need * bytes_per_token + device_reserve)} with window_blocks={cfg.window_blocks}")
     if capacity < need:
         fit = max(0, (capacity - base - 2 * compress_min) // block - 1)
         raise ConfigError(
             f"memory.window_blocks: a window of {cfg.window_blocks} blocks does not fit in "
             f"memory.device_budget {format_bytes(cfg.device_budget)} for {what}; at most {fit} fit, "
-            f"or raise device_budget to {format_bytes(need * bytes_per_token)}")
+            f"or raise device_budget to {format_bytes(need * bytes_per_token + device_reserve)}")
     if cfg.policy == "rekv":
         tiers = [t for t in (cfg.host_budget, cfg.disk_budget) if t > 0]
         if not tiers:
@@ -257,4 +300,4 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
     if cfg.policy in ("infinipot", "streammem"):
         memory = (capacity - fixed) // 2
         return DevicePlan(bytes_per_token, block, fixed + memory, fixed, memory, retrieval)
-    return DevicePlan(bytes_per_token, block, capacity, fixed, 0, retrieval)
+    return DevicePlan(bytes_per_token, block, capacity, fixed, 0, retrieval, rows, device_reserve, host_reserve)

@@ -15,7 +15,7 @@ import torch
 from longwatch.backbone.inputs import Segment, apply_shift, rope_text, shift_cos_sin, vision_tokens
 from longwatch.backbone.model import Backbone, DecodeResult, QKCapture, Sampling, decode, prefill
 from longwatch.ingest.patches import TemporalPatch
-from longwatch.memory.block import DISK, HOST, MEMORY, Block, plan_device
+from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, plan_device
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Exit, Policy, Selection, leaving_window
 from longwatch.memory.retrieval import parse_time_ranges, question_query, spread
@@ -45,7 +45,10 @@ class Encoder:
 
     def plan_for(self, size: tuple[int, int]) -> None:
         """Budget the device tier for frames of `size` (raises ConfigError naming the setting)."""
-        plan = plan_device(self.cfg, self.bb.dims.bytes_per_token, vision_tokens(size), len(self.prefix), self.bb.name)
+        index = self.store.index
+        cost = IndexCost(index.entry_bytes, index.on_device) if index is not None else None
+        plan = plan_device(self.cfg, self.bb.dims.bytes_per_token, vision_tokens(size), len(self.prefix), self.bb.name,
+                           cost)
         trained = self.bb.max_positions
         if self.store.bounded and self.cfg.rebase_limit + self.cfg.answer_tokens > trained:
             raise ConfigError(f"memory.rebase_limit: {self.cfg.rebase_limit} + answer_tokens {self.cfg.answer_tokens} "

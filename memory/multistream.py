@@ -18,6 +18,7 @@ from longwatch.backbone.inputs import Segment
 from longwatch.backbone.model import QKCapture
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import Block
+from longwatch.memory.schema import ConfigError, format_bytes
 from longwatch.memory.stream import MemoryStream
 
 _PAD = 151643  # <|endoftext|>; padded positions are masked out and their outputs discarded
@@ -66,9 +67,40 @@ def _batch_cache(streams: list[MemoryStream], lmax: int, nmax: int) -> KVCache:
     return batch
 
 
+def batch_bytes(streams: list[MemoryStream], segs: list[Segment]) -> int:
+    """Bytes of the transient batch cache for these streams and segments (rows padded to the longest)."""
+    lmax = max(s.store.cache.length for s in streams)
+    nmax = max(len(seg) for seg in segs)
+    return len(streams) * (lmax + nmax) * streams[0].bb.dims.bytes_per_token
+
+
+def split_for_budget(streams: list[MemoryStream], segs: list[Segment], budget: int) -> list[list[int]]:
+    """Stream indices grouped into consecutive batches whose transient cache fits `budget` bytes."""
+    groups: list[list[int]] = [[]]
+    for i in range(len(streams)):
+        trial = groups[-1] + [i]
+        if groups[-1] and batch_bytes([streams[j] for j in trial], [segs[j] for j in trial]) > budget:
+            groups.append([i])
+        else:
+            groups[-1] = trial
+    for g in groups:
+        need = batch_bytes([streams[j] for j in g], [segs[j] for j in g])
+        if need > budget:
+            raise ConfigError(f"batch_budget: {format_bytes(budget)} cannot hold one stream's batch copy "
+                              f"({format_bytes(need)}: its live cache plus the new patch)")
+    return groups
+
+
 @torch.no_grad()
-def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch]) -> list[Block]:
-    """Ingest patches[i] into streams[i] (MemoryStreams sharing one backbone) in one forward; returns blocks."""
+def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch], budget: int | None = None,
+                 report: dict | None = None) -> list[Block]:
+    """Ingest patches[i] into streams[i] (MemoryStreams sharing one backbone), batched; returns blocks.
+
+    The transient batch cache copies every stream's live cache, outside each stream's own budget, so it
+    has its own: `budget` bytes (default: the first stream's device budget), and streams are split into
+    as many forwards as it takes to stay inside it. `report`, when given, receives the step's forwards,
+    its largest batch cache in bytes and the budget.
+    """
     if len(streams) != len(patches) or not streams:
         raise ValueError("one patch per stream")
     bb = streams[0].bb
@@ -76,18 +108,34 @@ def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch]) -> l
         raise ValueError("batched streams must share one backbone")
     if bb.loaded.attn == "flash_attention_2":
         raise ValueError("multi-stream batching needs a 4D mask: use attn sdpa or eager")
+    budget = streams[0].cfg.device_budget if budget is None else budget
     with bb.lock:
         segs = [s.encoder.prepare(p) for s, p in zip(streams, patches)]
-        inputs, lens, lmax, nmax = _batch_inputs(streams, segs)
-        batch = _batch_cache(streams, lmax, nmax)
-        wants = any(s.encoder.wants_prerope for s in streams)
-        with QKCapture(bb.model, keys=wants, batch=True) as cap:
-            bb.model.model(**inputs, past_key_values=batch, use_cache=True)  # cache only: no LM head
-        blocks = []
-        for i, (s, seg, patch) in enumerate(zip(streams, segs, patches)):
-            n = len(seg)
-            kv = torch.stack([torch.stack([layer.keys[i, :, lmax: lmax + n], layer.values[i, :, lmax: lmax + n]])
-                              for layer in batch.layers])
-            prerope = [k[i, :n] for k in cap.keys] if s.encoder.wants_prerope else None
-            blocks.append(s.encoder.commit(patch, seg, prerope, kv))
-        return blocks
+        out: dict[int, Block] = {}
+        peak = 0
+        groups = split_for_budget(streams, segs, budget)
+        for g in groups:
+            peak = max(peak, batch_bytes([streams[i] for i in g], [segs[i] for i in g]))
+            blocks = _forward([streams[i] for i in g], [segs[i] for i in g], [patches[i] for i in g])
+            out.update(zip(g, blocks))
+        if report is not None:
+            report.update(forwards=len(groups), peak_bytes=peak, budget=budget)
+        return [out[i] for i in range(len(streams))]
+
+
+def _forward(streams: list[MemoryStream], segs: list[Segment], patches: list[TemporalPatch]) -> list[Block]:
+    """One batched forward of prepared segments; commits each stream's block."""
+    bb = streams[0].bb
+    inputs, lens, lmax, nmax = _batch_inputs(streams, segs)
+    batch = _batch_cache(streams, lmax, nmax)
+    wants = any(s.encoder.wants_prerope for s in streams)
+    with QKCapture(bb.model, keys=wants, batch=True) as cap:
+        bb.model.model(**inputs, past_key_values=batch, use_cache=True)  # cache only: no LM head
+    blocks = []
+    for i, (s, seg, patch) in enumerate(zip(streams, segs, patches)):
+        n = len(seg)
+        kv = torch.stack([torch.stack([layer.keys[i, :, lmax: lmax + n], layer.values[i, :, lmax: lmax + n]])
+                          for layer in batch.layers])
+        prerope = [k[i, :n] for k in cap.keys] if s.encoder.wants_prerope else None
+        blocks.append(s.encoder.commit(patch, seg, prerope, kv))
+    return blocks

@@ -99,7 +99,22 @@ class TorchIndex:
         self.num_layers, self.dim, self.device = num_layers, dim, torch.device(device)
         self._ids: list[int] = []
         self._row: dict[int, int] = {}
+        self._max_rows: int | None = None
         self._mat = torch.empty(num_layers, 64, dim, device=self.device)
+
+    @property
+    def entry_bytes(self) -> int:
+        return self.num_layers * self.dim * 4
+
+    @property
+    def on_device(self) -> bool:
+        return True  # on the compute device, whatever it is
+
+    def limit(self, rows: int) -> None:
+        """Never allocate more than `rows` rows (the plan's index_rows): growth stops there."""
+        self._max_rows = max(1, rows)
+        if self._mat.shape[1] > self._max_rows and len(self._ids) <= self._max_rows:
+            self._mat = self._mat[:, : self._max_rows].clone()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -107,7 +122,10 @@ class TorchIndex:
     def add(self, block_id: int, summary: torch.Tensor) -> None:
         n = len(self._ids)
         if n == self._mat.shape[1]:
-            grown = torch.empty(self.num_layers, 2 * n, self.dim, device=self.device)
+            rows = 2 * n if self._max_rows is None else min(2 * n, self._max_rows)
+            if rows <= n:
+                raise RuntimeError(f"retrieval index: {n} rows is its planned maximum (index_rows)")
+            grown = torch.empty(self.num_layers, rows, self.dim, device=self.device)
             grown[:, :n] = self._mat
             self._mat = grown
         self._mat[:, n] = summary.to(self.device, torch.float32)
@@ -122,6 +140,10 @@ class TorchIndex:
             self._ids[i] = moved
             self._row[moved] = i
         self._ids.pop()
+
+    def get(self, block_id: int) -> torch.Tensor:
+        """The summary [layers, dim] stored for `block_id` (a copy on the CPU)."""
+        return self._mat[:, self._row[block_id]].cpu().clone()
 
     def scores(self, query: torch.Tensor) -> tuple[list[int], torch.Tensor]:
         """query [layers, dim] -> (ids, scores [layers, N])."""
@@ -167,6 +189,24 @@ class FaissIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
+    ENTRY_OVERHEAD = 48
+    """Bytes per entry and layer beside the vector: the id (8) and IndexIDMap2's reverse map (~40)."""
+
+    @property
+    def entry_bytes(self) -> int:
+        return self.num_layers * (self.dim * 4 + self.ENTRY_OVERHEAD)
+
+    @property
+    def on_device(self) -> bool:
+        return self.gpu
+
+    def limit(self, rows: int) -> None:
+        """Flat storage grows one entry at a time: nothing to cap."""
+
+    def get(self, block_id: int) -> torch.Tensor:
+        """The summary [layers, dim] stored for `block_id`."""
+        return torch.from_numpy(np.stack([index.reconstruct(int(block_id)) for index in self._layers]))
+
     def add(self, block_id: int, summary: torch.Tensor) -> None:
         vecs = summary.detach().to("cpu", torch.float32).numpy()
         ids = np.array([block_id], dtype=np.int64)
@@ -194,7 +234,18 @@ class FaissIndex:
 
     @property
     def nbytes(self) -> int:
-        return len(self._ids) * self.num_layers * self.dim * 4
+        return len(self._ids) * self.entry_bytes
+
+
+def index_placement(kind: str, device: torch.device | str = "cpu") -> tuple[str, bool]:
+    """(backend, on the compute device) that `make_index(kind, ..., device)` would choose, without building it."""
+    kind = os.environ.get("LONGWATCH_INDEX", kind)
+    if kind in ("faiss", "auto") and importlib.util.find_spec("faiss") is not None:
+        import faiss
+
+        gpu = torch.device(device).type == "cuda" and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+        return "faiss", gpu
+    return "torch", True
 
 
 def make_index(kind: str, num_layers: int, dim: int, device: torch.device | str = "cpu"):

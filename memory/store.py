@@ -66,7 +66,8 @@ class BlockStore:
         self._rotary, self._host, self._disk, self._index = rotary, host, disk, index
         self._lock = lock or threading.RLock()
         self._journal = journal
-        self._device = DeviceTier(cache)
+        self._device = DeviceTier(cache, self._device_extra)
+        self._host.extra = self._host_extra
         self._blocks: dict[int, Block] = {}
         self._state = StreamState()
         self._plan: DevicePlan | None = None
@@ -131,6 +132,9 @@ class BlockStore:
         self._plan, self._state.size = plan, size
         if self.cache.max_tokens != plan.capacity_tokens:
             self.cache.set_max_tokens(plan.capacity_tokens)
+        if self._index is not None and plan.index_rows:
+            self._index.limit(plan.index_rows)
+        self._host.reserve = plan.host_reserve
 
     def adopt(self, block: Block, kv: torch.Tensor | None = None, prerope: list[torch.Tensor] | None = None) -> None:
         """Record a block the model has just written at the end of the cache (or write `kv` there first).
@@ -188,7 +192,8 @@ class BlockStore:
         if self._index is not None and not block.meta.get("indexed"):
             self._index.add(block.id, block.summary)
             block.meta["indexed"] = True
-        nbytes = kv.numel() * kv.element_size()
+            block.summary = None  # the index holds the one copy now (export reads it back)
+        nbytes = self._host.cost(kv.numel() * kv.element_size())
         if self._host.enabled and self._host.can_ever_fit(nbytes):
             while not self._host.fits(nbytes):
                 self._demote_host(self._blocks[self._host.coldest()])
@@ -199,6 +204,7 @@ class BlockStore:
         if self._journal:
             self._journal.tier(block)
         self._device.track()
+        self._host.track()
 
     def compress(self, block: Block, score: Scorer | None = None) -> None:
         """Move a device block into the compressed store with its text and policy.keep_count vision tokens.
@@ -260,7 +266,7 @@ class BlockStore:
         self._device.memory.pop(block.id, None)
         block.tier = EVICTED
         self._blocks.pop(block.id, None)
-        if self._index is not None and block.summary is not None and block.meta.get("indexed"):
+        if self._index is not None and block.meta.get("indexed"):
             self._index.remove(block.id)
         self._state.evicted += 1
         if self._journal:
@@ -351,6 +357,8 @@ class BlockStore:
         """A block's metadata and kv as stored in its tier (a device block's for the current base)."""
         if block.tier == DEVICE:
             return dataclasses.replace(block, rot_base=self._state.base), self._device.read(block)
+        if self._index is not None and block.meta.get("indexed"):
+            block = dataclasses.replace(block, summary=self._index.get(block.id))
         if block.tier == HOST:
             return block, self._host.get(block.id)
         if block.tier == MEMORY:
@@ -378,6 +386,9 @@ class BlockStore:
         if block.tier != DEVICE and self._index is not None and block.summary is not None:
             self._index.add(block.id, block.summary)
             block.meta["indexed"] = True
+            block.summary = None
+        elif block.summary is not None:
+            block.summary = block.summary.to(self.cache.device)
         return True
 
     def rebind_journal(self, journal: Recorder, refs: Mapping[int, FileRef]) -> None:
@@ -402,6 +413,16 @@ class BlockStore:
         finally:
             self._lock.release()
 
+    def _device_extra(self) -> int:
+        """Device bytes beside K/V: key summaries of the device blocks, and the index when it lives there."""
+        summaries = sum(b.summary.numel() * b.summary.element_size() for b in self._device.blocks
+                        if b.summary is not None)
+        return summaries + (self._index.nbytes if self._index is not None and self._index.on_device else 0)
+
+    def _host_extra(self) -> int:
+        """Host bytes beside blocks: the index when it lives in host RAM (faiss on the CPU)."""
+        return self._index.nbytes if self._index is not None and not self._index.on_device else 0
+
     def refresh_stats(self) -> dict:
         self._last_stats = self._stats()
         return self._last_stats
@@ -413,12 +434,12 @@ class BlockStore:
             return {"policy": self.cfg.policy, "patches": 0, "t_last": 0.0, "evicted": 0, "rebases": 0,
                     "tiers": {"device": dict(zero, live=0), "host": dict(zero), "disk": dict(zero)},
                     "next_position": 0, "base": 0, "max_distance": 0, "index": None, "plan": None}
+        index = self._index
         tiers = {
             "device": self._device.stats(self.cfg.device_budget if self.bounded else None),
-            "host": self._host.stats.as_dict(),
+            "host": self._host.as_dict(),
             "disk": self._disk.stats.as_dict() if self._disk else dict(zero, budget=0),
         }
-        index = self._index
         return {"policy": self.cfg.policy, "patches": st.patches, "t_last": st.t_last, "tiers": tiers,
                 "evicted": st.evicted, "rebases": st.rebases, "next_position": st.next_position, "base": st.base,
                 "max_distance": st.max_distance,

@@ -7,6 +7,7 @@ their budget and keep a coldest-first order. memory/store.py decides every move
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,16 +79,44 @@ class Tier:
 
 
 class HostTier(Tier):
-    """Blocks in RAM; pinned when CUDA is present so device<->host copies run asynchronously."""
+    """Blocks in RAM; pinned when CUDA is present so device<->host copies run asynchronously.
+
+    Bytes count what the process holds: a pinned block costs its size rounded up to a power of two
+    (`cost`: PyTorch's caching host allocator rounds every pinned allocation so), and `extra()` (the
+    retrieval index when it lives in host RAM) counts beside the blocks; `reserve` bytes of the budget
+    are held back for it (the plan's host_reserve), so blocks + index never pass the budget.
+    """
 
     def __init__(self, budget: int | None, pin: bool) -> None:
         super().__init__("host", budget)
         self.pin = pin
+        self.reserve = 0
+        self.extra: Callable[[], int] = lambda: 0
         self._data: dict[int, torch.Tensor] = {}
         self._events: dict[int, torch.cuda.Event] = {}
 
+    def cost(self, nbytes: int) -> int:
+        """Bytes a block of `nbytes` takes in this tier."""
+        return 1 << max(0, nbytes - 1).bit_length() if self.pin and nbytes else nbytes
+
+    def fits(self, nbytes: int) -> bool:
+        return self.stats.budget is None or self.stats.bytes + nbytes <= self.stats.budget - self.reserve
+
+    def can_ever_fit(self, nbytes: int) -> bool:
+        return self.stats.budget is None or nbytes <= self.stats.budget - self.reserve
+
+    def track(self) -> None:
+        self.stats.peak = max(self.stats.peak, self.stats.bytes + self.extra())
+
+    def as_dict(self) -> dict:
+        """Stats with the index counted: bytes = blocks + index."""
+        extra = self.extra()
+        d = self.stats.as_dict()
+        d.update(bytes=self.stats.bytes + extra, index_bytes=extra, peak=max(self.stats.peak, self.stats.bytes + extra))
+        return d
+
     def put(self, block_id: int, kv: torch.Tensor) -> None:
-        nbytes = kv.numel() * kv.element_size()
+        nbytes = self.cost(kv.numel() * kv.element_size())
         self._account_add(block_id, nbytes)
         if kv.device.type == "cuda" and self.pin:
             host = torch.empty(kv.shape, dtype=kv.dtype, pin_memory=True)
@@ -155,12 +184,14 @@ class DeviceTier:
 
     Layout: cache slots [prefix | sink blocks | recent window], in time order, so a block's offset is
     the sum of the token counts before it; the compressed store is one kv tensor per block
-    [layers, 2, kv_heads, n, head_dim]. Bytes = the cache's allocation + the store's tensors; `peak`
-    is the largest seen. This class does what it is told: BlockStore decides what moves.
+    [layers, 2, kv_heads, n, head_dim]. Bytes = the cache's allocation + the store's tensors + `extra()`
+    (key summaries, a device-resident index); `peak` is the largest seen. This class does what it is told: BlockStore decides what moves.
     """
 
-    def __init__(self, cache: KVCache) -> None:
+    def __init__(self, cache: KVCache, extra: Callable[[], int] = lambda: 0) -> None:
         self.cache = cache
+        self.extra = extra
+        """Device bytes beside K/V the store keeps (key summaries, a device-resident index)."""
         self.blocks: list[Block] = []
         self.memory: dict[int, torch.Tensor] = {}
         self.peak = 0
@@ -171,7 +202,8 @@ class DeviceTier:
 
     @property
     def nbytes(self) -> int:
-        return self.cache.allocated_bytes + sum(t.numel() * t.element_size() for t in self.memory.values())
+        return (self.cache.allocated_bytes + sum(t.numel() * t.element_size() for t in self.memory.values())
+                + self.extra())
 
     def track(self) -> None:
         """Record the peak (after anything that may have grown the cache or the store)."""

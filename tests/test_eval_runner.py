@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import statistics
 import sys
@@ -18,14 +19,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from longwatch.app.cli import UserError
 from longwatch.app.config import load_config
 from longwatch.backbone.model import Sampling
 from longwatch.eval.formats import load_bench
 from longwatch.eval.report import write_report
-from longwatch.eval.runner import FidelityUnavailable, RunOptions, Runner, VideosNotFound, fidelity_factory
+from longwatch.eval.runner import FidelityUnavailable, Runner, RunOptions, VideosNotFound, fidelity_factory
 from longwatch.ingest.patches import TemporalPatch
+from longwatch.memory.retrieval import FaissIndex
 from longwatch.memory.stream import MemoryStream
 
 
@@ -169,8 +170,12 @@ def test_recall_and_memory_are_those_of_the_blocks_the_real_answer_used(tmp_path
     assert late["sliding"]["retrieval"] == {"recall": 0.0, "precision": 0.0, "f1": 0.0}
     assert late["rekv"]["retrieval"] == pytest.approx({"recall": 1.0, "precision": 2 / 6, "f1": 0.5})
     assert late["rekv"]["evidence"] == [(0.0, 1.0), (2.0, 3.0), (3.0, 4.0), (4.0, 5.0), (6.0, 7.0), (7.0, 8.0)]
-    # memory when asked: rekv has offloaded blocks 1-5 to host RAM (each block's K/V at fp32); the others none
-    block_bytes = [tiny.tokens_per_patch(SIZE, i + 0.25) * tiny.dims.bytes_per_token for i in range(10)]
+    # memory when asked: rekv has offloaded blocks 1-5 to host RAM (each block's K/V at fp32, plus its entry
+    # in the retrieval index when that is faiss in host RAM); the others none
+    d = tiny.dims
+    faiss_here = importlib.util.find_spec("faiss") is not None  # index auto: faiss on the CPU, else torch
+    entry = d.num_layers * (d.kv_heads * d.head_dim * 4 + FaissIndex.ENTRY_OVERHEAD) if faiss_here else 0
+    block_bytes = [tiny.tokens_per_patch(SIZE, i + 0.25) * d.bytes_per_token + entry for i in range(10)]
     assert {p: r["memory"]["host"] for p, r in late.items()} == {"full": 0, "sliding": 0, "rekv": sum(block_bytes[1:6])}
     # "What now?" is asked at 3.5 s, blocks 0-3 streamed: every policy's window still holds the needle
     now = {p: recs[(p, "What ")] for p in ("full", "sliding", "rekv")}
@@ -204,8 +209,9 @@ def test_budget_preflight_names_the_setting_and_the_minimum(tmp_path):
 
     from longwatch.app.schema import ConfigError
     from longwatch.eval.runner import budget_preflight
-    from tests.memory_fakes import fake_backbone
+
     from tests.ingest_fixtures import make_video
+    from tests.memory_fakes import fake_backbone
 
     cfg = load_config()
     video = tmp_path / "v.mp4"

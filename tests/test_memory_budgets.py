@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from longwatch.memory.schema import ConfigError
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
+from longwatch.memory.schema import ConfigError
 from longwatch.memory.store import FIT_SLACK
 from longwatch.memory.stream import MemoryStream
+
 from tests.memory_fakes import fake_backbone
 
 FRAMES = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # one vision token per patch: fast
@@ -112,3 +112,46 @@ def test_impossible_budgets_fail_before_streaming(fake, overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as e:
         MemoryStream(fake, MemoryConfig(**base), frame_size=(32, 32))
     assert "minimum" in str(e.value) or "at least" in str(e.value) or "at most" in str(e.value)
+
+
+@pytest.mark.parametrize("index", ["torch", "faiss"])
+def test_index_and_summaries_count_against_their_tier(fake, index, tmp_path):
+    """The retrieval index (on the device for torch, in host RAM for faiss on the CPU) and the device
+    blocks' key summaries are bytes the stream holds: they count in their tier, and the tier stays in budget."""
+    cfg = MemoryConfig(policy="rekv", index=index, device_budget=400_000, host_budget=40_000, disk_budget=60_000,
+                       disk_dir=str(tmp_path), window_blocks=3, retrieve_blocks=2, time_blocks=2, answer_tokens=32)
+    ms = MemoryStream(fake, cfg)
+    for i in range(600):
+        ms.ingest(_patch(i))
+        _check(ms, cfg)
+    s = ms.stats()
+    idx = ms.store.index
+    stored = sum(1 for b in ms.blocks.values() if b.tier in ("host", "disk"))
+    assert s["index"]["blocks"] == stored > 0 and s["index"]["bytes"] == idx.nbytes >= stored * idx.entry_bytes
+    kv = sum(b.n_tokens for b in ms.store.device_blocks) * fake.dims.bytes_per_token
+    summaries = sum(b.summary.numel() * 4 for b in ms.store.device_blocks if b.summary is not None)
+    assert summaries > 0 and all(b.summary is None for b in ms.blocks.values() if b.tier != "device")
+    if index == "torch":
+        assert s["tiers"]["device"]["bytes"] == ms.cache.allocated_bytes + summaries + idx.nbytes
+        assert s["tiers"]["device"]["bytes"] > kv + idx.nbytes
+        assert ms.store.plan.capacity_tokens * fake.dims.bytes_per_token + ms.store.plan.device_reserve <= cfg.device_budget
+    else:
+        host_kv = ms.store.host.stats.bytes  # the blocks alone
+        assert s["tiers"]["host"]["index_bytes"] == idx.nbytes and s["tiers"]["host"]["bytes"] == host_kv + idx.nbytes
+        assert ms.store.plan.host_reserve >= idx.nbytes
+    ms.close()
+
+
+def test_an_index_that_cannot_fit_host_ram_fails_at_start(fake):
+    cfg = MemoryConfig(policy="rekv", index="faiss", device_budget=400_000, host_budget=2_000, disk_budget=4_000_000,
+                       window_blocks=3, answer_tokens=32)
+    with pytest.raises(ConfigError, match="memory.host_budget: the retrieval index lives in host RAM"):
+        MemoryStream(fake, cfg).ingest(_patch(0))
+
+
+def test_pinned_host_blocks_cost_their_rounded_allocation():
+    from longwatch.memory.tiers import HostTier
+
+    pinned, plain = HostTier(10_000, pin=True), HostTier(10_000, pin=False)
+    assert [pinned.cost(n) for n in (1, 3000, 4096, 4097)] == [1, 4096, 4096, 8192]
+    assert plain.cost(3000) == 3000

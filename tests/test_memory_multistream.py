@@ -47,3 +47,32 @@ def test_batch_rejects_mismatched_inputs(tiny):
     ms = MemoryStream(tiny, MemoryConfig(policy="sliding"))
     with pytest.raises(ValueError):
         ingest_batch([ms], [])
+
+
+def test_the_batch_copy_has_its_own_budget_and_splits_to_fit(tiny):
+    """The transient batch cache (a copy of every stream's live cache) stays inside its budget: with room
+    for about two streams' copies, three streams take two forwards, and the result is the same."""
+    cfg = MemoryConfig(policy="sliding", window_blocks=3, device_budget=64 * 2**20, answer_tokens=64)
+    feeds = [_patches(i + 1, 6) for i in range(3)]
+    solo = [MemoryStream(tiny, cfg, stream_id=f"solo{i}") for i in range(3)]
+    together = [MemoryStream(tiny, cfg, stream_id=f"batch{i}") for i in range(3)]
+    for i in range(3):
+        solo[i].ingest(feeds[i][0])
+        together[i].ingest(feeds[i][0])
+    for step in range(1, 6):
+        for i in range(3):
+            solo[i].ingest(feeds[i][step])
+        row = together[0].cache.length + tiny.tokens_per_patch((64, 96), float(step))  # live cache + the patch
+        one = row * tiny.dims.bytes_per_token
+        report: dict = {}
+        ingest_batch(together, [feeds[i][step] for i in range(3)], budget=int(2.5 * one), report=report)
+        assert report["forwards"] == 2 and report["peak_bytes"] <= report["budget"]
+    for a, b in zip(solo, together):
+        ra, rb = (s.ask("What happened?", keep_logits=True, sampling=Sampling(max_new_tokens=2)) for s in (a, b))
+        assert (ra.logits[0] - rb.logits[0]).abs().max().item() < 1e-4
+
+
+def test_a_batch_budget_below_one_stream_is_one_clear_error(tiny):
+    ms = MemoryStream(tiny, MemoryConfig(policy="sliding", device_budget=64 * 2**20, answer_tokens=64))
+    with pytest.raises(ValueError, match="batch_budget: .* cannot hold one stream's batch copy"):
+        ingest_batch([ms], _patches(1, 1), budget=1000)
