@@ -170,16 +170,18 @@ class Answerer:
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
-            should_stop: Callable[[], bool] | None = None, until: float | None = None) -> Answer:
+            should_stop: Callable[[], bool] | None = None, until: float | None = None,
+            window_only: bool = False) -> Answer:
         """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
 
         `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. `until` hides
         every block that starts at or after it (an upload encoded ahead of its play position: the
         answer sees only what has played). The model lock is held for the whole answer, so other
-        streams sharing the backbone wait until it is done.
+        streams sharing the backbone wait until it is done. `window_only`: answer from the prefix, sinks and
+        window alone (no retrieval, no compressed memory): what is on screen now.
         """
         with self.bb.lock:
-            return self._ask(question, on_text, now, keep_logits, sampling, should_stop, until)
+            return self._ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
 
     def question_query(self, question_seg: Segment, visible: torch.Tensor | None = None) -> torch.Tensor:
         """The question's retrieval query [layers, kv_heads * head_dim] from its own queries over the cache."""
@@ -219,7 +221,7 @@ class Answerer:
             return []
         return [b for b in self.store.device_blocks if b.kind == "patch" and b.t_start >= until]
 
-    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None) -> Answer:
+    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None, window_only=False) -> Answer:
         store = self.store
         if not question or not question.strip():
             raise ValueError("empty question")
@@ -233,7 +235,7 @@ class Answerer:
         if len(qseg) > self.cfg.answer_tokens // 2 and store.bounded:
             raise ValueError(f"question is {len(qseg)} tokens; at most {self.cfg.answer_tokens // 2} fit the answer reserve")
         with store.transient() as cache:
-            selections = self.select(question, qseg, now, until)
+            selections = [] if window_only else self.select(question, qseg, now, until)
             chosen = sorted(selections, key=lambda s: store.blocks[s.block_id].t_start)
             blocks = [store.blocks[s.block_id] for s in chosen]
             for block, target in zip(blocks, placement(blocks, store.window, store.next_position, store.base, self.cfg)):

@@ -74,9 +74,10 @@ class MemoryStream:
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
-            should_stop: Callable[[], bool] | None = None, until: float | None = None) -> Answer:
+            should_stop: Callable[[], bool] | None = None, until: float | None = None,
+            window_only: bool = False) -> Answer:
         """Answer from memory; the stream is unchanged afterwards (see Answerer.ask)."""
-        return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until)
+        return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
 
     def stats(self) -> dict:
         """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats)."""

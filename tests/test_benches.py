@@ -60,3 +60,28 @@ def test_bench_speed_measures_every_curve_for_each_policy_and_stream_count(tmp_p
     full_ctx = [c["context_tokens"] for c in runs[("full", 1)]["checkpoints"]]
     rekv_ctx = [c["context_tokens"] for c in runs[("rekv", 1)]["checkpoints"]]
     assert full_ctx[1] > full_ctx[0] and rekv_ctx[1] < full_ctx[1]
+
+
+def test_bench_soak_stays_in_budget_and_in_range_across_rebases(tmp_path):
+    """A 12-minute soak re-based every ~3 minutes: no tier over budget, every forward's distance under
+    rebase_limit + answer, and after the re-bases the same answer as a fresh stream with the same sinks
+    and window (a re-base that rotated the sinks, or misplaced the window, changes the logits)."""
+    out = _bench("soak", "--hours", "0.2", "--policies", "rekv", "--question-every-s", "240", "--rebase-limit", "4096",
+                 "--out", str(tmp_path))
+    assert out["missed"] == []
+    for r in out["runs"]:
+        assert r["patches"] == 720 and r["violations"] == 0 and r["rebases"] >= 2
+        assert r["max_distance"] <= 4096 + r["memory_config"]["answer_tokens"]
+        fc = r["final_check"]
+        assert fc["same_tokens"] and fc["max_logit_diff"] < 1e-4 and fc["context_tokens"] == fc["fresh_context_tokens"]
+    rekv, = out["runs"]
+    assert rekv["tiers"]["host"]["blocks"] > 0 and rekv["tiers"]["disk"]["blocks"] > 0 and rekv["evicted"] > 0
+    saved = json.loads((tmp_path / "soak_tiny_0.2h.json").read_text())
+    assert {"machine", "versions", "command"} <= set(saved) and "bench soak" in saved["command"]
+
+
+def test_bench_soak_refuses_impossible_settings():
+    r = subprocess.run([sys.executable, "-m", "longwatch", "bench", "soak", "--hours", "0", "--policies", "full"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "--hours: must be > 0" in r.stdout and "--policies: 'full' is not a bounded policy" in r.stdout
