@@ -58,6 +58,13 @@ def test_ask_streams_text_and_memory_dir_resumes(video, tmp_path):
     assert json.loads(r2.stdout)["patches"] == 20
     r3 = _run("ask", str(video), "again?", "--memory-dir", str(mem))
     assert r3.returncode == 2 and "already holds a stream" in r3.stderr
+    # the same memory asked with another model: one line naming both models, exit 2, the journal untouched
+    journal = (mem / "journal.jsonl").read_bytes()
+    r4 = _run("ask", "-", "what happened?", "--model", "needle-tiny", "--frame-size", "224", "--memory-dir", str(mem))
+    errors = [ln for ln in r4.stderr.splitlines() if "model=" in ln]
+    assert r4.returncode == 2 and len(errors) == 1, r4.stderr
+    assert "model=tiny" in errors[0] and "model=needle-tiny" in errors[0] and "Traceback" not in r4.stderr
+    assert (mem / "journal.jsonl").read_bytes() == journal
 
 
 def _zero_length(path):
