@@ -135,6 +135,20 @@ class Evidence:
     score: float | None = None
 
 
+@dataclass(frozen=True)
+class YesNo:
+    """A yes/no condition scored on the newest patches (Answerer.yes_no)."""
+
+    p_yes: float
+    """softmax over the logits of "Yes" and "No" as the answer's first token."""
+    logit_yes: float
+    logit_no: float
+    t: float
+    """Stream time it was scored at: the end of the newest patch in memory."""
+    evidence: Evidence
+    """The newest patch: the frame an alert would show."""
+
+
 @dataclass
 class Answer:
     text: str
@@ -182,6 +196,29 @@ class Answerer:
         """
         with self.bb.lock:
             return self._ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
+
+    def yes_no(self, condition: str) -> YesNo:
+        """P(Yes) for a yes/no `condition` about what is on screen now: one forward of the question over the
+        prefix, sinks and window (no retrieval, no decoding), scored on the first token of "Yes" against
+        "No". Its cost is bounded by the window, whatever the stream's length; the stream is unchanged."""
+        text = condition.strip()
+        if not text:
+            raise ValueError("empty condition")
+        if "yes or no" not in text.lower():
+            text += "\nAnswer only Yes or No."
+        layout, store = self.bb.layout, self.store
+        yes, no = layout.encode_text("Yes")[0], layout.encode_text("No")[0]
+        with self.bb.lock:
+            if not store.device_blocks:
+                raise ValueError("no video has been ingested yet")
+            qseg = layout.question(text)
+            with store.transient() as cache:
+                r = prefill(self.bb.model, cache, [qseg], store.next_position)
+                store.reach(r.next_position)
+            pair = r.logits[-1][[yes, no]].float()
+            newest = store.window[-1] if store.window else store.device_blocks[-1]
+            return YesNo(float(torch.softmax(pair, 0)[0]), float(pair[0]), float(pair[1]), store.state.t_last,
+                         Evidence(newest.id, newest.t_start, newest.t_end, "window"))
 
     def question_query(self, question_seg: Segment, visible: torch.Tensor | None = None) -> torch.Tensor:
         """The question's retrieval query [layers, kv_heads * head_dim] from its own queries over the cache."""

@@ -22,7 +22,7 @@ from longwatch.backbone.model import Backbone, Sampling
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import Block
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.engine import Answer, Answerer, Encoder, Evidence
+from longwatch.memory.engine import Answer, Answerer, Encoder, Evidence, YesNo
 from longwatch.memory.persist import Journal, check_saved, header, snapshot
 from longwatch.memory.policies import make_policy
 from longwatch.memory.retrieval import make_index
@@ -79,6 +79,10 @@ class MemoryStream:
         """Answer from memory; the stream is unchanged afterwards (see Answerer.ask)."""
         return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
 
+    def yes_no(self, condition: str) -> YesNo:
+        """P(Yes) for a yes/no condition about the newest patches, at a bounded cost (see Answerer.yes_no)."""
+        return self.answerer.yes_no(condition)
+
     def stats(self) -> dict:
         """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats)."""
         return self.store.stats()
@@ -127,4 +131,4 @@ class MemoryStream:
             self._scratch = None
 
 
-__all__ = ["Answer", "Evidence", "MemoryStream"]
+__all__ = ["Answer", "Evidence", "MemoryStream", "YesNo"]

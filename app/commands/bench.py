@@ -19,6 +19,7 @@ BENCHES = {
     "offline": "longwatch.eval.bench_offline",
     "soak": "longwatch.eval.bench_soak",
     "rtsp-soak": "longwatch.eval.bench_rtsp_soak",
+    "watch": "longwatch.eval.bench_watch",
 }
 
 
