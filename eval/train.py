@@ -63,6 +63,9 @@ class TrainConfig:
     clip_share: float = 0.3
     """After phase 1, the share of steps on glimpses and on short clips (3-10 consecutive patches asked
     about by time); the rest are whole videos with every question."""
+    init: str = ""
+    """A compact checkpoint (backbone/shipped.py format) to start from instead of random weights: a
+    fine-tune. Its vocabulary is kept (every training text must tokenise inside it)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.lr <= 0:
@@ -226,8 +229,33 @@ def build_model(cfg: TrainConfig, vocab: Vocab, tokenizer: Any) -> torch.nn.Modu
     config = preset_config(cfg.preset, vocab_size=vocab.size + 1, token_ids=special)
     torch.manual_seed(cfg.seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    if cfg.init:
+        model.load_state_dict(init_state(Path(cfg.init), vocab, model), strict=True)
     zero_unused_row(model, vocab)
     return model
+
+
+def init_vocab(path: Path) -> Vocab:
+    """The vocabulary of a compact checkpoint (a fine-tune keeps it)."""
+    from longwatch.backbone.shipped import IDS, read_compact
+
+    return Vocab(read_compact(path)[0][IDS].tolist())
+
+
+def init_state(path: Path, vocab: Vocab, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The reduced-vocabulary state dict of a compact checkpoint: its weights in float32, the embedding rows
+    in `vocab` order plus the zero row (the tied LM head shares them)."""
+    from longwatch.backbone.shipped import EMBED_KEY, IDS, ROWS, read_compact
+
+    tensors, _ = read_compact(path)
+    if not torch.equal(tensors[IDS], vocab.ids):
+        raise ValueError(f"--init {path}: its vocabulary differs from this run's")
+    state = {k: v.float() for k, v in tensors.items() if k not in (ROWS, IDS)}
+    state[EMBED_KEY] = torch.cat([tensors[ROWS].float(), torch.zeros(1, tensors[ROWS].shape[1])])
+    for k in model.state_dict():
+        if k.startswith("lm_head.") and k not in state:
+            state[k] = state[EMBED_KEY]
+    return state
 
 
 @torch.no_grad()
@@ -311,7 +339,10 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     if state is not None and cfg.steps < state["step"]:
         raise ValueError(f"--steps {cfg.steps}: {state_path} is already at step {state['step']}; ask for more "
                          "steps to extend the run, or use --fresh")
-    vocab = Vocab(state["vocab"]) if state else collect_vocab(tokenizer, layout, cfg.seed)
+    if state:
+        vocab = Vocab(state["vocab"])
+    else:
+        vocab = init_vocab(Path(cfg.init)) if cfg.init else collect_vocab(tokenizer, layout, cfg.seed)
     model = build_model(cfg, vocab, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []

@@ -173,7 +173,18 @@ def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
         what = part.split(",")[0][2:] if "," in part else part[2:]
         q, a = (f"Is a {what} on screen?" if "sign" not in part else f"Is there {part} on screen?"), "Yes"
     else:
-        if rng.random() < 0.5:
+        shown = [(c, sh) for c in COLORS for sh in SHAPES if f"a {c} {sh}," in cap]
+        if shown and rng.random() < 0.6:
+            # a near miss of what is on screen: its colour with another shape, or its shape in another colour
+            # (without these, "Is a red square on screen?" was answered Yes whenever anything red was shown)
+            c, sh = shown[int(rng.integers(len(shown)))]
+            if rng.random() < 0.5:
+                sh = str(rng.choice([x for x in SHAPES if x != sh]))
+            else:
+                c = str(rng.choice([x for x in COLORS if x != c]))
+            what = f"{c} {sh}"
+            q = f"Is a {what} on screen?"
+        elif rng.random() < 0.5:
             what = f"{rng.choice(list(COLORS))} {rng.choice(SHAPES)}"
             q = f"Is a {what} on screen?"
         else:

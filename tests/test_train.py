@@ -127,3 +127,29 @@ def test_curriculum_glimpses_first_then_clips_and_whole_videos():
     assert 3 <= len(starts) <= 10 and all(b - a == 1.0 for a, b in zip(starts, starts[1:]))
     with pytest.raises(ValueError, match="clip_share"):
         TrainConfig(glimpse_share=0.6, clip_share=0.6)
+
+
+def test_a_fine_tune_starts_from_the_shipped_weights_exactly():
+    """--init: the reduced model built from the compact file gives, on the trained rows, the logits of the
+    full-vocabulary checkpoint the loader builds from the same file."""
+    from longwatch.backbone.config import ModelConfig
+    from longwatch.backbone.loading import load_model
+    from longwatch.backbone.shipped import shipped_file
+    from longwatch.eval.train import init_vocab
+
+    path = shipped_file("needle-tiny")
+    tok = load_offline_tokenizer()
+    layout = PromptLayout(tok)
+    vocab = init_vocab(path)
+    cfg = TrainConfig(init=str(path))
+    model = build_model(cfg, vocab, tok).eval()
+    full = load_model(ModelConfig(name="needle-tiny", device="cpu", dtype="float32")).model
+    ex = build_example("tiny", 5, 0, "heldout", np.random.default_rng(0))
+    ex.queries = ex.queries[:3]
+    batch = encode(ex, layout, vocab)
+    with torch.no_grad():
+        mine = reduced_logits(model, batch, vocab)[:, :-1]
+        inputs = dict(batch.inputs, input_ids=vocab.ids[batch.inputs["input_ids"].clamp(max=vocab.size - 1)])
+        theirs = full(**inputs).logits[0, batch.at][:, vocab.ids]
+    assert (mine - theirs).abs().max().item() < 1e-3
+    assert torch.equal(mine.argmax(-1), theirs.argmax(-1))

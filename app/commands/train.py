@@ -20,6 +20,12 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="fine-tune: start from this compact checkpoint (e.g. backbone/weights/needle-tiny.safetensors)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
+    p.add_argument("--glimpse-steps", type=int, default=None, help="steps of glimpses only before the mix")
+    p.add_argument("--glimpse-share", type=float, default=None, help="share of glimpse steps after them")
+    p.add_argument("--clip-share", type=float, default=None, help="share of clip steps after them")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="checkpoint folder (default runs/train/PRESET-seedN); an existing one is resumed")
     p.add_argument("--results", default=None, metavar="DIR",
@@ -35,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.preset != "needle-tiny":
         raise UserError(f"--preset {args.preset}: only needle-tiny can be trained")
-    opts = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    opts = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("warmup", args.warmup),
+                              ("glimpse_steps", args.glimpse_steps), ("glimpse_share", args.glimpse_share),
+                              ("clip_share", args.clip_share)) if v is not None}
+    if args.init:
+        if not Path(args.init).is_file():
+            raise UserError(f"--init {args.init}: no such file")
+        opts["init"] = str(Path(args.init).resolve())
     try:
         cfg = TrainConfig(preset=args.preset, seed=args.seed, threads=args.threads, **opts)
     except ValueError as e:
