@@ -9,7 +9,7 @@ from typing import Any
 from longwatch.app.schema import format_bytes
 from longwatch.app.ui.thumbs import data_uri
 from longwatch.app.ui.timelinks import format_clock, linkify, seek_link
-from longwatch.app.ui.worker import WorkerStatus
+from longwatch.app.worker import WorkerStatus
 
 _REASON = {"sink": "sink", "memory": "memory", "window": "recent", "retrieved": "retrieved", "time": "named time"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from longwatch.app.ui.thumbs import Thumbnails
 from longwatch.app.ui.webcam import BrowserCamSource
-from longwatch.app.ui.worker import IngestWorker, WorkerStatus
+from longwatch.app.worker import IngestWorker, WorkerStatus
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]

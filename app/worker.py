@@ -1,4 +1,4 @@
-"""Background ingest for one session: patches from a PatchStream into that session's MemoryStream."""
+"""Background ingest shared by the UI and the HTTP server: patches from a PatchStream into one MemoryStream."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from longwatch.app.schema import ConfigError
-from longwatch.app.ui.thumbs import Thumbnails
 from longwatch.app.ui.timelinks import format_clock
 from longwatch.ingest import IngestError
+from longwatch.ingest.patches import TemporalPatch
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +53,41 @@ class WorkerStatus:
     """The worker thread is still running (patches may still be queued after decoding ended)."""
 
 
+class FrameSink(Protocol):
+    """Where a worker puts one frame per patch before encoding it (the UI's evidence thumbnails)."""
+
+    def add(self, t: float, frame: np.ndarray) -> None: ...
+
+
+PatchCallback = Callable[[TemporalPatch], None]
+FailureCallback = Callable[[str], None]
+
+
 class IngestWorker:
     """Reads `stream` on a daemon thread and encodes every patch into `memory`.
 
     `lock` is the backbone's model lock: encoding and the stats snapshot happen under it, so a stats
     read never sees a MemoryStream halfway through an answer of the same stream. A failure here
-    stops this session's ingest only; the error is kept for the page and nothing is raised.
+    stops this stream's ingest only; the error is kept (status(), `on_failure`) and nothing is raised.
+    `on_patch` runs on the worker thread after each patch is in memory (gaps, watches); keep it short.
     """
 
-    def __init__(self, kind: str, stream: Any, memory: Any, lock: Any, thumbs: Thumbnails | None = None) -> None:
+    def __init__(self, kind: str, stream: Any, memory: Any, lock: Any, thumbs: FrameSink | None = None,
+                 on_patch: PatchCallback | None = None, on_failure: FailureCallback | None = None) -> None:
         self.kind, self.stream, self.memory, self.lock = kind, stream, memory, lock
-        self.thumbs = thumbs or Thumbnails()
+        self.thumbs = thumbs
+        self.on_patch, self.on_failure = on_patch, on_failure
         self.patches = 0
         self.t_last = 0.0
         self.error: str | None = None
         self._memory_stats: dict[str, Any] | None = None
         self._recent: deque[tuple[float, float]] = deque()  # (wall time, stream seconds encoded so far)
         self._encoded_s = 0.0
+        self._done = False
         self._stop = threading.Event()
         self._state_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"ui-ingest {kind}", daemon=True)
+        self._progress = threading.Condition(self._state_lock)  # notified after each patch and at exit
+        self._thread = threading.Thread(target=self._run, name=f"ingest-worker {kind}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -83,7 +101,8 @@ class IngestWorker:
                 if patch is None:
                     continue
                 t = patch.t_start
-                self.thumbs.add(patch.t_start, patch.frames[0])
+                if self.thumbs is not None:
+                    self.thumbs.add(patch.t_start, patch.frames[0])
                 with self.lock:
                     if self._stop.is_set():
                         return
@@ -98,16 +117,44 @@ class IngestWorker:
                     self._recent.append((now, self._encoded_s))
                     while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
                         self._recent.popleft()
+                    self._progress.notify_all()
+                if self.on_patch is not None:
+                    self._notify(self.on_patch, patch)
         except ConfigError as e:
             self._fail(f"The memory settings do not fit this video: {e}")
-        except Exception as e:  # the model or memory failed: this session stops, the server goes on
+        except Exception as e:  # the model or memory failed: this stream stops, the server goes on
             log.exception("ingest failed at %.1f s", t)
             self._fail(f"Model failure while encoding {format_clock(t)}: {type(e).__name__}: {e}")
+        finally:
+            with self._state_lock:
+                self._done = True
+                self._progress.notify_all()
+
+    def _notify(self, callback: Callable[[Any], None], value: Any) -> None:
+        try:
+            callback(value)
+        except Exception:  # a broken listener must not stop encoding
+            log.exception("ingest worker callback failed")
 
     def _fail(self, message: str) -> None:
         with self._state_lock:
             self.error = message
         self.stream.close()
+        if self.on_failure is not None:
+            self._notify(self.on_failure, message)
+
+    def wait(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Block until `condition()` holds (checked after every patch) or the worker stops, at most `timeout`
+        seconds; returns condition() at that moment. `condition` runs under the worker's state lock: read
+        `patches` and `t_last` in it, call nothing that takes this worker's locks."""
+        deadline = time.monotonic() + timeout
+        with self._state_lock:
+            while not condition() and not self._done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._progress.wait(left)
+            return condition()
 
     def note_memory(self, stats: dict[str, Any]) -> None:
         """Record a fresher MemoryStream.stats() (an answer's Answer.memory)."""
