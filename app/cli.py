@@ -24,6 +24,7 @@ COMMANDS = {
     "ask": "ask",
     "demo": "demo",
     "ui": "ui",
+    "serve": "serve",
     "ingest": "ingest",
     "bench": "bench",
     "eval": "eval_cmd",

@@ -1,4 +1,4 @@
-"""The whole configuration: the run config of eval/config.py plus the UI server's section."""
+"""The whole configuration: the run config of eval/config.py plus the app's sections (`ui`, `serve`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longwatch.app.serve.config import ServeConfig
 from longwatch.eval.config import RunConfig
 from longwatch.eval.config import load_config as load_run_config
 
@@ -43,9 +44,10 @@ class UIConfig:
 
 @dataclass(frozen=True)
 class Config(RunConfig):
-    """The whole file: the run config (model, ingest, memory) and the app's `ui` section."""
+    """The whole file: the run config (model, ingest, memory) and the app's `ui` and `serve` sections."""
 
     ui: UIConfig = field(default_factory=UIConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
