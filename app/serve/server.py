@@ -7,8 +7,10 @@ line, exit 2), and it stays ours until uvicorn serves on it (no other process ca
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from longwatch.app.config import Config
@@ -23,14 +25,18 @@ class ServeError(RuntimeError):
     user_facing = True
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (SO_REUSEADDR, as uvicorn binds); ServeError naming the problem."""
+def address_of(host: str, port: int) -> tuple[Any, ...]:
+    """getaddrinfo's first (family, type, proto, canonname, sockaddr) for host:port; ServeError when it has none."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except (OSError, UnicodeError) as e:
         raise ServeError(f"cannot serve on {host}:{port}: not an address of this machine "
                          f"({getattr(e, 'strerror', None) or e})") from None
-    family, kind, proto, _, address = infos[0]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (SO_REUSEADDR, as uvicorn binds); ServeError naming the problem."""
+    family, kind, proto, _, address = address_of(host, port)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -67,9 +73,10 @@ def serve(cfg: Config, ui_auth: tuple[str, str] | None = None) -> None:
     from longwatch.backbone.model import Backbone
 
     s = cfg.serve
+    address_of(s.host, s.port)  # a bad address first, then keys, and only then is anything bound
+    keys = api_keys(cfg)
     sock = bind(s.host, s.port)
     try:
-        keys = api_keys(cfg)
         warn_if_random_weights(cfg.model.name)
         log.info("loading model %s", cfg.model.name)
         backbone = Backbone.load(cfg.model)
@@ -84,12 +91,26 @@ def serve(cfg: Config, ui_auth: tuple[str, str] | None = None) -> None:
 
 
 def run_uvicorn(app: Any, sock: socket.socket) -> None:
-    """uvicorn on an already bound socket, quiet but for warnings; returns on SIGINT/SIGTERM."""
+    """uvicorn on an already bound socket, quiet but for warnings; returns after SIGINT or SIGTERM.
+
+    uvicorn shuts down gracefully on those signals, then raises them again for the handlers it found; the
+    ones set here take them, so a stopped server is a normal end (exit 0), not an interrupted one.
+    """
     import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3,
                             limit_concurrency=512, access_log=False)
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
-    if getattr(server, "started", True) is False:
-        print("longwatch: error: the server did not start (see the log above)", file=sys.stderr)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("longwatch serve: stopped", file=sys.stderr, flush=True)
+
+
+def _stopped(_sig: int, _frame: Any) -> None:
+    """Takes the signal uvicorn raises again after its graceful shutdown."""
