@@ -174,6 +174,14 @@ def test_client_raises_typed_errors(server):
         c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "q"}], stream=True)
 
 
+def test_refused_questions_are_4xx_even_when_streamed(server, media):
+    """Memory refuses a question longer than its answer reserve before any token: a 400, not an in-stream error."""
+    c = client(server)
+    with pytest.raises(openai.BadRequestError, match="answer reserve") as e:
+        c.chat.completions.create(model="tiny", messages=ask_messages("why " * 400, _file(media)), stream=True)
+    assert e.value.status_code == 400 and e.value.code == "invalid_question"
+
+
 def test_local_paths_only_inside_the_allowed_folder(server, media):
     root, outside = media
     err = _error(_post(server, {"model": "tiny", "messages": ask_messages("q", (outside / "secret.mp4").as_uri())}),

@@ -45,9 +45,13 @@ def test_taken_port_is_one_line_and_exit_2():
     (["--allowed-source-hosts", "10.0.0.0/99"], "allowed_source_hosts"),
     (["--api-key-file", "/nonexistent/keys"], "cannot read the API key file /nonexistent/keys"),
     (["--reasoning-parser", "deepseek"], "reasoning_parser"),
+    (["--host", "0.0.0.0", "--ui", "KEYS"], "refusing to serve the page (--ui) on 0.0.0.0 without a login"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(argv, needle, monkeypatch):
     monkeypatch.delenv("LONGWATCH_API_KEYS", raising=False)
+    if "KEYS" in argv:  # keys given: the API is closed, the page still is not
+        monkeypatch.setenv("LONGWATCH_API_KEYS", "k")
+        argv = [a for a in argv if a != "KEYS"]
     rc, err = _run(["serve", *argv])
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 

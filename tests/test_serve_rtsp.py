@@ -98,6 +98,13 @@ def test_live_stream_resource_events_questions_and_delete(tmp_path):
         parts = list(c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "And now?"}],
                                                max_tokens=3, stream=True, extra_body={"stream_id": a["id"]}))
         assert parts[-1].choices[0].finish_reason and parts[-1].model_extra["longwatch"]["stream_id"] == a["id"]
+        # a camera URL named in a chat completion becomes a stream of its own (origin chat), kept for the next one
+        live = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": cam_b.url}},
+                                             {"type": "text", "text": "What is happening?"}]}]
+        first = c.chat.completions.create(model="tiny", messages=live, max_tokens=2).model_extra["longwatch"]
+        second = c.chat.completions.create(model="tiny", messages=live, max_tokens=2).model_extra["longwatch"]
+        assert first["stream_id"] not in (a["id"], b["id"]) and second["stream_id"] == first["stream_id"]
+        assert first["patches"] >= 1 and second["reused_memory"]
         at = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "At 00:02?"}],
                                        max_tokens=2, extra_body={"stream_id": a["id"], "until": 2.0})
         assert all(e["t_start"] < 2.0 for e in at.model_extra["longwatch"]["evidence"])

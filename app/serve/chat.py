@@ -138,12 +138,10 @@ class ChatService:
         if req.stream_id and video is not None:
             raise APIError(400, "give either stream_id or a video_url part, not both", "invalid_request", "stream_id")
         if req.stream_id:
-            stream = self.registry.get(req.stream_id)
-            if req.policy is not None and req.policy != stream.spec.memory.policy:
-                raise APIError(400, f"stream {stream.id} runs policy {stream.spec.memory.policy!r}; policy only "
-                               "applies to a video first seen in a request", "invalid_request", "policy")
-            stream.acquire()
-            created = False
+            if req.policy is not None and req.policy != self.registry.get(req.stream_id).spec.memory.policy:
+                raise APIError(400, f"stream {req.stream_id} runs another policy; policy only applies to a video "
+                               "first seen in a request", "invalid_request", "policy")
+            stream, created = self.registry.get(req.stream_id, acquire=True), False
         elif video is not None:
             stream, created = self._video(video, policy_of(req.policy, self.cfg))
         else:
@@ -191,45 +189,57 @@ class ChatService:
                            "timeout")
 
     def run(self, plan: Plan, emit: Emit, cancelled: Callable[[], bool], on_start: Callable[[], None]) -> Outcome:
-        """Wait, take the model, answer; `on_start()` once the model is ours (errors after it come in-stream).
+        """Wait, take the model, answer; `on_start()` just before the first piece (or the end of an answer
+        without any), so that everything refused before a token exists is still a plain 4xx response.
 
         Releases plan.stream. APIError 408 when the video or the model is not ready by serve.request_timeout_s.
         """
         t0 = time.monotonic()
         deadline = t0 + self.cfg.serve.request_timeout_s
-        stream = plan.stream
+        started: list[bool] = []
+
+        def send(piece: Piece) -> None:
+            if not started:
+                started.append(True)
+                on_start()
+            emit(piece)
+
         try:
             self._wait_ready(plan, deadline)
             if not self.bb.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise APIError(408, "the model stayed busy with other requests past the time limit "
                                "(serve.request_timeout_s); try again", "timeout")
+            flow = TextFlow(self.reasoning, plan.stops)
             try:
                 wait_s = time.monotonic() - t0
-                on_start()
-                flow = TextFlow(self.reasoning, plan.stops)
-
-                def on_text(text: str) -> None:
-                    for piece in flow.feed(text):
-                        emit(piece)
-
-                def should_stop() -> bool:
-                    return flow.stopped or cancelled() or stream.closing.is_set()
-
-                until = min((t for t in (plan.at, plan.until) if t is not None), default=None)
-                try:
-                    answer = stream.worker.memory.ask(plan.question, on_text=on_text, now=plan.at,
-                                                      sampling=plan.sampling, should_stop=should_stop, until=until)
-                except ValueError as e:  # nothing visible yet, a question too long for the answer reserve
-                    raise APIError(400, str(e), "invalid_question") from None
+                answer = self._ask(plan, flow, send, cancelled)
             finally:
                 self.bb.lock.release()
             for piece in flow.finish():
-                emit(piece)
-            stream.worker.note_memory(answer.memory)
-            finish = "stop" if answer.stopped or flow.stopped else "length"
-            return Outcome(answer, finish, wait_s)
+                send(piece)
+            if not started:
+                on_start()
+            plan.stream.worker.note_memory(answer.memory)
+            return Outcome(answer, "stop" if answer.stopped or flow.stopped else "length", wait_s)
         finally:
-            stream.release()
+            plan.stream.release()
+
+    def _ask(self, plan: Plan, flow: TextFlow, send: Emit, cancelled: Callable[[], bool]) -> Answer:
+        stream = plan.stream
+
+        def on_text(text: str) -> None:
+            for piece in flow.feed(text):
+                send(piece)
+
+        def should_stop() -> bool:
+            return flow.stopped or cancelled() or stream.closing.is_set()
+
+        until = min((t for t in (plan.at, plan.until) if t is not None), default=None)
+        try:
+            return stream.worker.memory.ask(plan.question, on_text=on_text, now=plan.at, sampling=plan.sampling,
+                                            should_stop=should_stop, until=until)
+        except ValueError as e:  # nothing visible yet, a question too long for the answer reserve
+            raise APIError(400, str(e), "invalid_question") from None
 
     def longwatch_fields(self, plan: Plan, out: Outcome) -> dict[str, Any]:
         """The `longwatch` object of a response: which memory answered, with what evidence, how fast."""

@@ -231,9 +231,12 @@ class StreamRegistry:
             except Exception:  # a broken listener must not break the registry
                 log.exception("stream listener failed")
 
-    def get(self, stream_id: str, param: str = "stream_id") -> Stream:
+    def get(self, stream_id: str, param: str = "stream_id", acquire: bool = False) -> Stream:
+        """The stream `stream_id` (acquired when asked: it cannot be freed as idle until released); 404 if none."""
         with self._lock:
             stream = self._streams.get(stream_id)
+            if stream is not None and acquire:
+                stream.acquire()
         if stream is None:
             raise APIError(404, f"no stream {stream_id!r} (GET /v1/streams lists them)", "stream_not_found", param)
         return stream

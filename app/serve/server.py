@@ -49,16 +49,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def api_keys(cfg: Config) -> frozenset[str]:
-    """The keys (file and environment); ServeError when a non-loopback address would be open to anyone."""
+def api_keys(cfg: Config, ui_auth: tuple[str, str] | None = None) -> frozenset[str]:
+    """The keys (file and environment); ServeError when a non-loopback address would be open to anyone
+    (the API without keys, or the --ui page without a login)."""
     s = cfg.serve
     try:
         keys = load_api_keys(s.api_key_file)
     except ValueError as e:
         raise ServeError(str(e)) from None
-    if not keys and not is_loopback(s.host) and not s.allow_no_auth:
-        raise ServeError(f"refusing to serve {s.host} without API keys: set {KEYS_ENV} or --api-key-file, "
-                         "or pass --allow-no-auth to serve the network openly")
+    if not is_loopback(s.host) and not s.allow_no_auth:
+        if not keys:
+            raise ServeError(f"refusing to serve {s.host} without API keys: set {KEYS_ENV} or --api-key-file, "
+                             "or pass --allow-no-auth to serve the network openly")
+        if s.ui and ui_auth is None:
+            raise ServeError(f"refusing to serve the page (--ui) on {s.host} without a login: give --auth "
+                             "USER:PASSWORD (or LONGWATCH_AUTH), or pass --allow-no-auth")
     return keys
 
 
@@ -74,7 +79,7 @@ def serve(cfg: Config, ui_auth: tuple[str, str] | None = None) -> None:
 
     s = cfg.serve
     address_of(s.host, s.port)  # a bad address first, then keys, and only then is anything bound
-    keys = api_keys(cfg)
+    keys = api_keys(cfg, ui_auth)
     sock = bind(s.host, s.port)
     try:
         warn_if_random_weights(cfg.model.name)
