@@ -161,6 +161,9 @@ def test_broken_json_oversized_body_and_unknown_route(server):
     _error(_post(server, None, raw=b""), 400, "invalid_request")
     _error(_post(server, None, raw=json.dumps({"model": "tiny", "pad": "x" * 70_000}).encode()), 413,
            "request_too_large")
+    chunks = (b" " * 8192 for _ in range(10))  # no Content-Length: counted while read
+    _error(httpx.post(f"{server}/v1/streams", content=chunks, headers={"content-type": "application/json"}), 413,
+           "request_too_large")
     _error(httpx.get(f"{server}/v1/nothing"), 404, "not_found")
     _error(httpx.put(f"{server}/v1/models"), 405)
     assert httpx.get(f"{server}/health").json()["status"] == "ok"

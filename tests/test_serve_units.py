@@ -181,3 +181,19 @@ def test_reasoning_content_whole_and_streamed_through_the_client(monkeypatch, tm
         assert "".join(d.model_extra.get("reasoning_content") or "" for d in deltas) == "A sign.\n"
         assert "".join(d.content or "" for d in deltas) == "KIWI"
         assert r.usage.prompt_tokens == 13 and httpx.get(f"{base}/health").json()["streams"] == 1
+
+
+def test_requests_beyond_max_pending_are_429():
+    from types import SimpleNamespace
+
+    from longwatch.app.serve.chat import ChatService
+    from tests.serve_fixtures import config
+
+    chat = ChatService(config(**{"serve.max_pending": 2}), SimpleNamespace(name="tiny"), None, None, "tiny")
+    chat.admit()
+    chat.admit()
+    with pytest.raises(APIError) as e:
+        chat.admit()
+    assert e.value.status == 429 and e.value.code == "too_many_requests"
+    chat.leave()
+    chat.admit()  # a slot given back is taken again
