@@ -7,7 +7,7 @@ API and refuse unknown fields, so a typo fails loudly.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +47,8 @@ class OtherPart(BaseModel):
     type: str
 
 
-ContentPart = TextPart | VideoPart | OtherPart
+ContentPart = Annotated[TextPart | VideoPart | OtherPart, Field(union_mode="left_to_right")]
+"""Tried in this order, so a text or video part is never taken for an unknown one."""
 
 
 class Message(_Loose):
