@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 from longwatch.eval.flags import add_config_flags
 
@@ -144,7 +145,8 @@ def main(args: argparse.Namespace) -> int:
               "rows": rows}
     met = hits >= TARGET_HITS * len(with_it) and false <= TARGET_FALSE
     result["met"] = met
-    path = save_result(f"watch_{cfg.model.name}_{args.videos}", result, out)
+    tag = Path(cfg.model.name).name or cfg.model.name  # a checkpoint folder: its name, not its path
+    path = save_result(f"watch_{tag}_{args.videos}", result, out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"} | {"saved": str(path)}))
     else:

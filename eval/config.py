@@ -26,7 +26,7 @@ T = TypeVar("T")
 DEFAULT_CONFIG = "default.yaml"
 """The commented default configuration, a resource of the package longwatch.configs."""
 
-APP_SECTIONS = ("ui",)
+APP_SECTIONS = ("ui", "serve")
 """Top-level sections the app layer validates (app/config.py); `RunConfig` passes over them."""
 
 

@@ -258,19 +258,28 @@ class Answerer:
             return []
         return [b for b in self.store.device_blocks if b.kind == "patch" and b.t_start >= until]
 
-    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None, window_only=False) -> Answer:
+    def check(self, question: str, until: float | None = None) -> None:
+        """Raise ValueError, as `ask` would before any forward, if `question` cannot be asked now: empty,
+        nothing ingested, longer than half the answer reserve, or `until` before every patch."""
         store = self.store
         if not question or not question.strip():
             raise ValueError("empty question")
-        if not store.device_blocks:
+        if not any(b.kind == "patch" for b in store.blocks.values()):
             raise ValueError("no video has been ingested yet")
+        if until is not None and not any(b.kind == "patch" and b.t_start < until for b in store.blocks.values()):
+            raise ValueError(f"until={until:g} s is before the first patch in memory: nothing has played yet")
+        n = len(self.bb.layout.question(question.strip()))
+        if n > self.cfg.answer_tokens // 2 and store.bounded:
+            raise ValueError(f"question is {n} tokens; at most {self.cfg.answer_tokens // 2} fit the answer reserve")
+
+    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None, window_only=False) -> Answer:
+        store = self.store
+        self.check(question, until)
         t0 = time.perf_counter()
         t_last = store.state.t_last
         now = (t_last if until is None else min(t_last, until)) if now is None else now
         hidden = self._hidden(until)
         qseg = self.bb.layout.question(question.strip())
-        if len(qseg) > self.cfg.answer_tokens // 2 and store.bounded:
-            raise ValueError(f"question is {len(qseg)} tokens; at most {self.cfg.answer_tokens // 2} fit the answer reserve")
         with store.transient() as cache:
             selections = [] if window_only else self.select(question, qseg, now, until)
             chosen = sorted(selections, key=lambda s: store.blocks[s.block_id].t_start)

@@ -79,6 +79,10 @@ class MemoryStream:
         """Answer from memory; the stream is unchanged afterwards (see Answerer.ask)."""
         return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
 
+    def check_question(self, question: str, until: float | None = None) -> None:
+        """Raise ValueError with the message `ask` would give if `question` cannot be asked now (no model call)."""
+        self.answerer.check(question, until)
+
     def yes_no(self, condition: str) -> YesNo:
         """P(Yes) for a yes/no condition about the newest patches, at a bounded cost (see Answerer.yes_no)."""
         return self.answerer.yes_no(condition)

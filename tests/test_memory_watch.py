@@ -55,3 +55,19 @@ def test_yes_no_is_one_bounded_forward_that_leaves_the_stream_as_it_was(tiny):
     assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-5
     w = Watch("Is a red square on screen?", interval_s=1.0, threshold=0.01, hysteresis=0.0)
     assert w.check(ms) is not None and w.check(ms) is None  # fired once; not due again until the stream moves
+
+
+def test_a_question_is_checked_before_any_model_call(tiny):
+    ms = MemoryStream(tiny, MemoryConfig(policy="sliding", window_blocks=2, device_budget=64 * 2**20, answer_tokens=64))
+    with pytest.raises(ValueError, match="no video"):
+        ms.check_question("What now?")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        ms.ingest(TemporalPatch(i, rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8), (i, i + 0.5), i, i + 1.0))
+    ms.check_question("What now?", until=1.5)
+    with pytest.raises(ValueError, match="empty question"):
+        ms.check_question("  ")
+    with pytest.raises(ValueError, match="answer reserve"):
+        ms.check_question("why " * 40)
+    with pytest.raises(ValueError, match="until=0 s is before the first patch"):
+        ms.ask("What now?", until=0.0)

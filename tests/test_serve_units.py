@@ -4,11 +4,11 @@ and local-path policy, API keys, the event bus, the `serve` config section; and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 import httpx
 import pytest
-
 from longwatch.app.config import load_config
 from longwatch.app.schema import ConfigError
 from longwatch.app.serve.config import ServeConfig
@@ -18,6 +18,7 @@ from longwatch.app.serve.security import SourcePolicy, check_bearer, load_api_ke
 from longwatch.app.serve.textflow import TextFlow, join
 from longwatch.backbone.model import TextStreamer
 from longwatch.backbone.tokenizer import load_offline_tokenizer
+
 from tests.ingest_fixtures import UNRESOLVABLE_HOST
 
 
@@ -138,7 +139,6 @@ async def _drain(bus: EventBus) -> list[int]:
 
 def test_serve_section_validates_and_its_commented_defaults_match():
     import yaml
-
     from longwatch.eval.config import default_config_text
 
     for override, needle in (({"serve.port": 0}, "serve.port"), ({"serve.max_streams": 0}, "serve.max_streams"),
@@ -147,15 +147,15 @@ def test_serve_section_validates_and_its_commented_defaults_match():
                              ({"serve.hots": "x"}, "serve.hots")):
         with pytest.raises(ConfigError, match=needle):
             load_config(None, override)
-    block = default_config_text().split("# serve:\n", 1)[1]
-    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("#   ")]
-    shown = yaml.safe_load("\n".join(lines))
-    assert load_config(None, {f"serve.{k}": v for k, v in shown.items()}).serve == ServeConfig()
+    shown = yaml.safe_load(default_config_text())["serve"]  # the packaged file's section, as written
+    assert set(shown) == {f.name for f in dataclasses.fields(ServeConfig)}
+    assert load_config(None, {}).serve == ServeConfig()
 
 
 def test_reasoning_content_whole_and_streamed_through_the_client(monkeypatch, tmp_path):
     """A Thinking checkpoint's reply, scripted as token pieces: reasoning_content as vLLM returns it."""
     from longwatch.memory.engine import Answer
+
     from tests.ingest_fixtures import make_video
     from tests.serve_fixtures import ask_messages, backbone, client, config, live_server
 
@@ -187,6 +187,7 @@ def test_requests_beyond_max_pending_are_429():
     from types import SimpleNamespace
 
     from longwatch.app.serve.chat import ChatService
+
     from tests.serve_fixtures import config
 
     chat = ChatService(config(**{"serve.max_pending": 2}), SimpleNamespace(name="tiny"), None, None, "tiny")
