@@ -35,7 +35,13 @@ def backbone(name: str = "tiny") -> Any:
 @contextlib.contextmanager
 def live_server(cfg: Config, bb: Any, keys: frozenset[str] = frozenset()) -> Iterator[str]:
     """Serve create_api(cfg, bb, keys) with uvicorn on a free loopback port; yields the base URL (no /v1)."""
-    app = create_api(cfg, bb, keys)
+    with serve_app(create_api(cfg, bb, keys)) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Serve an app made by create_api (a test may read its app.state) on a free loopback port; yields the URL."""
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))

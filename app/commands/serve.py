@@ -34,6 +34,8 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="streams and chat videos held at once (default 8)")
     g.add_argument("--max-pending", dest="serve.max_pending", type=int, metavar="N",
                    help="chat completions running or waiting at once (default 16)")
+    g.add_argument("--max-watches", dest="serve.max_watches", type=int, metavar="N",
+                   help="watches per stream, each one short forward per interval (default 8)")
     g.add_argument("--max-request-kb", dest="serve.max_request_kb", type=int, metavar="KB",
                    help="largest request body (default 1024)")
     g.add_argument("--request-timeout", dest="serve.request_timeout_s", type=float, metavar="S",

@@ -14,12 +14,14 @@ from fastapi import FastAPI
 
 from longwatch import __version__
 from longwatch.app.config import Config
-from longwatch.app.serve import routes_chat, routes_streams
+from longwatch.app.serve import routes_chat, routes_streams, routes_watches
 from longwatch.app.serve.chat import ChatService
 from longwatch.app.serve.errors import install_handlers
 from longwatch.app.serve.registry import StreamRegistry
 from longwatch.app.serve.security import BodyLimit, SourcePolicy
 from longwatch.app.serve.state import ServeState
+from longwatch.app.serve.watches import WatchManager
+from longwatch.app.serve.webhook import Webhooks
 
 log = logging.getLogger(__name__)
 UI_PATH = "/ui"
@@ -35,15 +37,18 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
     model_id = s.served_model_name or backbone.name
     registry = StreamRegistry(backbone, s.max_streams, s.video_idle_s)
     sources = SourcePolicy(tuple(s.allowed_schemes), tuple(s.allowed_source_hosts), s.allowed_local_media_path)
+    watches = WatchManager(s.max_watches, Webhooks())
+    watches.attach(registry)
     state = ServeState(cfg=cfg, backbone=backbone, model_id=model_id, registry=registry, sources=sources,
                        chat=ChatService(cfg, backbone, registry, sources, model_id), keys=keys,
                        executor=ThreadPoolExecutor(max_workers=s.max_pending, thread_name_prefix="serve-chat"),
-                       created=int(time.time()))
+                       created=int(time.time()), watches=watches)
     ui_manager: list[Any] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         registry.start_reaper()
+        watches.start()
         for manager in ui_manager:
             manager.start_reaper()
         try:
@@ -51,6 +56,7 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
         finally:
             for manager in ui_manager:
                 manager.close_all()
+            watches.close()
             registry.close_all()
             state.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -61,6 +67,7 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
     app.add_middleware(BodyLimit, limit=s.max_request_kb * 1024)
     app.include_router(routes_chat.router)
     app.include_router(routes_streams.router)
+    app.include_router(routes_watches.router)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -45,11 +45,13 @@ class ServeConfig:
     """Largest fps a stream may ask for."""
     reasoning_parser: str = "auto"
     """auto (qwen3 when the model's name says Thinking), qwen3 (<think>...</think> -> reasoning_content), none."""
+    max_watches: int = 8
+    """Watches per stream (each costs one short forward per interval); one more is 429."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port: must be in 1..65535, got {self.port}")
-        for name in ("max_streams", "max_pending", "max_request_kb", "max_tokens"):
+        for name in ("max_streams", "max_pending", "max_request_kb", "max_tokens", "max_watches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("request_timeout_s", "video_idle_s", "max_fps"):

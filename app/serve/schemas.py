@@ -213,3 +213,58 @@ class Deleted(BaseModel):
     id: str
     object: Literal["stream.deleted"] = "stream.deleted"
     deleted: bool = True
+
+
+# ---- watches ------------------------------------------------------------------------------------
+
+class WatchCreate(_Strict):
+    condition: str = Field(min_length=1, max_length=300)
+    """A yes/no question about what is on screen ("Is a red square on screen?")."""
+    interval_s: float = Field(1.0, gt=0.0, le=3600.0)
+    """Stream seconds between checks: at most one short forward per interval."""
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Fires when P(Yes) reaches it after having been below (or at the first check)."""
+    hysteresis: float | None = Field(None, ge=0.0, lt=1.0)
+    """Re-arms once P(Yes) falls below threshold - hysteresis; default min(0.2, threshold / 2)."""
+    webhook: str | None = Field(None, min_length=1, max_length=2048)
+    """http(s) URL that each firing is POSTed to (the event's JSON); its host goes through the source-host policy."""
+
+
+class WatchInfo(BaseModel):
+    id: str
+    object: Literal["watch"] = "watch"
+    created: int
+    stream_id: str
+    condition: str
+    interval_s: float
+    threshold: float
+    hysteresis: float
+    webhook: str | None = None
+    """Credentials removed."""
+    state: Literal["active", "failed"]
+    reason: str | None = None
+    """Why the watch failed (it is checked no more; the stream and its other watches go on)."""
+    checks: int
+    """Forwards scored so far (about one per interval_s of stream time)."""
+    fired: int
+    last_p_yes: float | None = None
+    last_checked_t: float | None = None
+    """Stream time of the newest check (the end of the newest patch then)."""
+    last_checked_at: float | None = None
+    """Unix time of the newest check."""
+    last_fired_t: float | None = None
+    webhook_sent: int = 0
+    webhook_failures: int = 0
+    webhook_error: str | None = None
+    """The newest delivery failure (timeout, refused, a non-2xx status)."""
+
+
+class WatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WatchInfo]
+
+
+class WatchDeleted(BaseModel):
+    id: str
+    object: Literal["watch.deleted"] = "watch.deleted"
+    deleted: bool = True

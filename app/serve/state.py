@@ -1,4 +1,4 @@
-"""What every endpoint of one server shares: config, model, streams, chat service, key set, thread pool."""
+"""What every endpoint of one server shares: config, model, streams, watches, chat service, key set, thread pool."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from longwatch.app.config import Config
 from longwatch.app.serve.chat import ChatService
 from longwatch.app.serve.registry import StreamRegistry
 from longwatch.app.serve.security import SourcePolicy, check_bearer
+from longwatch.app.serve.watches import WatchManager
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ServeState:
     executor: ThreadPoolExecutor
     """Runs chat completions (each waits for its video and the model on one of these threads)."""
     created: int
+    watches: WatchManager
 
 
 def state_of(request: Request) -> ServeState:
