@@ -81,7 +81,7 @@ class Encoder:
         """After the forward wrote the patch's K/V at the end of the cache (or with them as `kv`
         [layers, 2, kv_heads, n, head_dim]): hand the block to the store, apply the window policy."""
         st = self.store.state
-        self.store.reach(st.next_position + seg.span)
+        self.store.note_distance(reach(self.store, st.next_position + seg.span))
         n_vis = int((seg.token_types == 2).sum())
         n_head = int(torch.nonzero(seg.token_types == 2)[0]) if n_vis else len(seg)
         _, gh, gw = seg.grid_thw
@@ -214,7 +214,7 @@ class Answerer:
             qseg = layout.question(text)
             with store.transient() as cache:
                 r = prefill(self.bb.model, cache, [qseg], store.next_position)
-                store.reach(r.next_position)
+                store.note_distance(reach(store, r.next_position))
             pair = r.logits[-1][[yes, no]].float()
             newest = store.window[-1] if store.window else store.device_blocks[-1]
             return YesNo(float(torch.softmax(pair, 0)[0]), float(pair[0]), float(pair[1]), store.state.t_last,
@@ -260,7 +260,8 @@ class Answerer:
 
     def check(self, question: str, until: float | None = None) -> None:
         """Raise ValueError, as `ask` would before any forward, if `question` cannot be asked now: empty,
-        nothing ingested, longer than half the answer reserve, or `until` before every patch."""
+        nothing ingested, longer than half the answer reserve; and, when `until` is given, if it is before
+        every patch (`ask` itself then answers from the prompt alone: the UI asks before anything has played)."""
         store = self.store
         if not question or not question.strip():
             raise ValueError("empty question")
@@ -274,7 +275,7 @@ class Answerer:
 
     def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None, window_only=False) -> Answer:
         store = self.store
-        self.check(question, until)
+        self.check(question)
         t0 = time.perf_counter()
         t_last = store.state.t_last
         now = (t_last if until is None else min(t_last, until)) if now is None else now
@@ -284,8 +285,10 @@ class Answerer:
             selections = [] if window_only else self.select(question, qseg, now, until)
             chosen = sorted(selections, key=lambda s: store.blocks[s.block_id].t_start)
             blocks = [store.blocks[s.block_id] for s in chosen]
-            for block, target in zip(blocks, placement(blocks, store.window, store.next_position, store.base, self.cfg)):
+            targets = placement(blocks, store.window, store.next_position, store.base, self.cfg)
+            for block, target in zip(blocks, targets):
                 store.bring_in(block, target)
+            starts = [b.pos_start - store.base if t is None else t for b, t in zip(blocks, targets)]
             t_ret = time.perf_counter() - t0
             visible = store.visible_mask(hidden)
             r = prefill(self.bb.model, cache, [qseg], store.next_position, visible=visible)
@@ -297,7 +300,7 @@ class Answerer:
             out: DecodeResult = decode(self.bb.model, cache, r.logits[-1], r.next_position, self.bb.tokenizer,
                                        self.bb.layout.stop_ids, samp, on_text, keep_logits, should_stop,
                                        None if visible is None else torch.cat([visible, visible.new_ones(len(qseg))]))
-            store.reach(r.next_position + len(out.token_ids))
+            store.note_distance(reach(store, r.next_position + len(out.token_ids), starts))
         store.advance_clock()
         gone = {b.id for b in hidden}
         evidence = [e for e in evidence_of(store.device_blocks, selections, store.blocks) if e.block_id not in gone]
@@ -307,6 +310,13 @@ class Answerer:
                       prefill_s=t_pre, decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence,
                       memory=store.refresh_stats(), stopped=out.stopped, logits=out.logits, question_tokens=len(qseg),
                       context_tokens=context, kept=kept)
+
+
+def reach(store: BlockStore, end: int, brought: list[int] = ()) -> int:
+    """The largest query-to-key distance of a forward whose last query is at model position `end - 1`, over
+    the device blocks and blocks brought in at model positions `brought`."""
+    starts = [b.pos_start - store.base for b in store.device_blocks] + list(brought)
+    return end - 1 - min(starts) if starts else 0
 
 
 def placement(blocks: list[Block], window: list[Block], next_position: int, base: int,

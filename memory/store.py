@@ -25,17 +25,15 @@ from longwatch.memory.blockfiles import FileRef
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Policy
 from longwatch.memory.retrieval import FaissIndex, TorchIndex, absolute_summary, block_summary
-from longwatch.memory.tiers import DeviceTier, DiskTier, HostTier
+from longwatch.memory.tiers import DeviceTier, DiskTier, HostTier, empty_stats, stream_stats
 
 log = logging.getLogger(__name__)
 
 FIT_SLACK = 1 / 16
-"""When the compressed store overflows, it is re-allocated down to this share below its budget, so the
-global re-allocation (which may shrink every stored block) runs once per many patches instead of at
-every patch once the store is full: on tiny at 224x224 with 16 MB it took 3.6 ms of a 15.3 ms patch."""
+"""An overflowing compressed store is re-allocated to this share below its budget, so the global re-allocation
+runs once per many patches, not at every one (on tiny at 224x224, 16 MB: 3.6 ms of a 15.3 ms patch)."""
 
-Scorer = Callable[[torch.Tensor], torch.Tensor]
-"""Vision keys [layers, kv_heads, n_vis, head_dim] of a block leaving the window -> scores [layers, n_vis]."""
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # vision keys [layers, kv_heads, n_vis, head_dim] -> [layers, n_vis]
 
 
 class BlockStore:
@@ -53,10 +51,8 @@ class BlockStore:
     - Device order is [prefix | sinks | window], in time order. Whatever a question appends (blocks
       brought in, question, answer) happens inside `transient()` and is truncated away afterwards.
     - Positions: `Block.pos_start` is absolute; a device block's keys are rotated for the current base, a
-      stored copy's for its own `rot_base`. Re-basing moves the window back and leaves the prefix and sinks
-      at their model positions, so no forward sees a distance over rebase_limit + the answer (`reach`
-      records the largest). Blocks keep their timestamp text whatever is compressed.
-    - Every change goes to the recorder (journal) when there is one.
+      stored copy's for its own `rot_base`; re-basing keeps prefix and sinks in place (`rebase`).
+    - Blocks keep their timestamp text whatever is compressed; every change goes to the journal if any.
     """
 
     def __init__(self, cache: KVCache, policy: Policy, cfg: MemoryConfig, rotary: torch.nn.Module,
@@ -66,13 +62,12 @@ class BlockStore:
         self._rotary, self._host, self._disk, self._index = rotary, host, disk, index
         self._lock = lock or threading.RLock()
         self._journal = journal
-        self._device = DeviceTier(cache, self._device_extra)
-        self._host.extra = self._host_extra
+        self._device = DeviceTier(cache, index)
+        host.index = index
         self._blocks: dict[int, Block] = {}
         self._state = StreamState()
         self._plan: DevicePlan | None = None
         self._last_stats: dict | None = None
-        self._brought_min: int | None = None  # lowest model position of a block brought in (inside transient)
 
     @property
     def cache(self) -> KVCache:
@@ -276,13 +271,11 @@ class BlockStore:
     def transient(self) -> Iterator[KVCache]:
         """The cache, for a question: everything appended inside is truncated away on exit."""
         length = self.cache.length
-        self._brought_min = None
         try:
             yield self.cache
         finally:
             self._device.track()
             self.cache.truncate(length)
-            self._brought_min = None
 
     def bring_in(self, block: Block, target: int | None) -> None:
         """Append a stored block to the cache at model position `target` (None = its own); inside transient()."""
@@ -298,8 +291,6 @@ class BlockStore:
             raise KeyError(f"block {block.id} is {block.tier}")
         self.cache.append(placed(kv, block, self._state.base, target, self._rotary).to(self.cache.device))
         block.last_used = self._state.tick
-        start = block.pos_start - self._state.base if target is None else target
-        self._brought_min = start if self._brought_min is None else min(self._brought_min, start)
 
     def visible_mask(self, hidden: list[Block]) -> torch.Tensor | None:
         """[cache length] bool, False at the slots of `hidden` device blocks (None when nothing is hidden)."""
@@ -309,16 +300,10 @@ class BlockStore:
         self._state.tick += 1
 
     def rebase(self, delta: int) -> None:
-        """Shift the window's positions back by `delta` by rotating its cached keys, and leave the prompt
-        prefix and the sinks where they are in model positions.
-
-        Among the window's tokens (and the stored blocks, which keep their absolute positions) this is
-        exact: attention sees position differences only. The prefix and sinks move forward relative to
-        the window instead of back with it (StreamingLLM keeps its sinks at the start of the cache the
-        same way), so their distance to any question stays under `rebase_limit` + the answer however long
-        the stream runs; rotating them back too would grow that distance by `delta` at every re-base.
-        Their absolute `pos_start` moves forward by `delta` (absolute = model position + base).
-        """
+        """Rotate the window's keys back by `delta` positions; the prompt prefix and sinks keep their model
+        positions (StreamingLLM's sinks), so their distance to a question stays under rebase_limit + the
+        answer however long the stream runs (rotated back too, it would grow by `delta` per re-base).
+        Exact among the window and stored blocks; the sinks' absolute `pos_start` moves forward by `delta`."""
         if delta <= 0:
             return
         st = self._state
@@ -337,15 +322,9 @@ class BlockStore:
         if self._journal:
             self._journal.rebase(st.as_dict(), {b.id: delta for b in pinned})
 
-    def reach(self, end: int) -> int:
-        """Record a forward whose last query sits at model position `end - 1` over the cache as it stands
-        (inside transient(), blocks brought in count); returns its largest query-to-key distance."""
-        starts = [b.pos_start - self._state.base for b in self._device.blocks]
-        if self._brought_min is not None:
-            starts.append(self._brought_min)
-        distance = end - 1 - min(starts) if starts else 0
+    def note_distance(self, distance: int) -> None:
+        """Record a forward's largest query-to-key position distance (memory/engine.py measures it)."""
         self._state.max_distance = max(self._state.max_distance, distance)
-        return distance
 
     def skip_to(self, position: int) -> None:
         """Start the next segment at model position `position` (a gap; never backwards)."""
@@ -407,41 +386,13 @@ class BlockStore:
         """Tier bytes, peaks, budgets and block counts. Safe from any thread: while another thread holds
         the lock (encoding or answering) it returns the snapshot taken after the last change."""
         if not self._lock.acquire(blocking=False):
-            return self._last_stats or self._stats(empty=True)
+            return self._last_stats or empty_stats(self.cfg.policy)
         try:
             return self.refresh_stats()
         finally:
             self._lock.release()
 
-    def _device_extra(self) -> int:
-        """Device bytes beside K/V: key summaries of the device blocks, and the index when it lives there."""
-        summaries = sum(b.summary.numel() * b.summary.element_size() for b in self._device.blocks
-                        if b.summary is not None)
-        return summaries + (self._index.nbytes if self._index is not None and self._index.on_device else 0)
-
-    def _host_extra(self) -> int:
-        """Host bytes beside blocks: the index when it lives in host RAM (faiss on the CPU)."""
-        return self._index.nbytes if self._index is not None and not self._index.on_device else 0
-
     def refresh_stats(self) -> dict:
-        self._last_stats = self._stats()
+        self._last_stats = stream_stats(self.cfg.policy, self._state, self._device, self._host, self._disk, self._index,
+                                        self._plan, self.cfg.device_budget if self.bounded else None)
         return self._last_stats
-
-    def _stats(self, empty: bool = False) -> dict:
-        st = self._state
-        zero = {"bytes": 0, "peak": 0, "budget": None, "blocks": 0}
-        if empty:
-            return {"policy": self.cfg.policy, "patches": 0, "t_last": 0.0, "evicted": 0, "rebases": 0,
-                    "tiers": {"device": dict(zero, live=0), "host": dict(zero), "disk": dict(zero)},
-                    "next_position": 0, "base": 0, "max_distance": 0, "index": None, "plan": None}
-        index = self._index
-        tiers = {
-            "device": self._device.stats(self.cfg.device_budget if self.bounded else None),
-            "host": self._host.as_dict(),
-            "disk": self._disk.stats.as_dict() if self._disk else dict(zero, budget=0),
-        }
-        return {"policy": self.cfg.policy, "patches": st.patches, "t_last": st.t_last, "tiers": tiers,
-                "evicted": st.evicted, "rebases": st.rebases, "next_position": st.next_position, "base": st.base,
-                "max_distance": st.max_distance,
-                "index": {"backend": index.name, "blocks": len(index), "bytes": index.nbytes} if index is not None else None,
-                "plan": self._plan.as_dict() if self._plan else None}

@@ -7,15 +7,25 @@ their budget and keep a coldest-first order. memory/store.py decides every move
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from longwatch.backbone.cache import KVCache
 from longwatch.memory.block import Block
 from longwatch.memory.blockfiles import BlockFiles, FileRef
+
+
+class Index(Protocol):
+    """What the tiers read of a retrieval index (memory/retrieval.py)."""
+
+    name: str
+    on_device: bool
+    nbytes: int
+
+    def __len__(self) -> int: ...
 
 
 class OverBudget(RuntimeError):
@@ -91,9 +101,14 @@ class HostTier(Tier):
         super().__init__("host", budget)
         self.pin = pin
         self.reserve = 0
-        self.extra: Callable[[], int] = lambda: 0
+        self.index: Index | None = None
+        """The stream's retrieval index; counted here when it lives in host RAM (faiss on the CPU)."""
         self._data: dict[int, torch.Tensor] = {}
         self._events: dict[int, torch.cuda.Event] = {}
+
+    def extra(self) -> int:
+        """Bytes beside the blocks: the index when it lives in host RAM."""
+        return self.index.nbytes if self.index is not None and not self.index.on_device else 0
 
     def cost(self, nbytes: int) -> int:
         """Bytes a block of `nbytes` takes in this tier."""
@@ -188,10 +203,10 @@ class DeviceTier:
     (key summaries, a device-resident index); `peak` is the largest seen. This class does what it is told: BlockStore decides what moves.
     """
 
-    def __init__(self, cache: KVCache, extra: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, cache: KVCache, index: Index | None = None) -> None:
         self.cache = cache
-        self.extra = extra
-        """Device bytes beside K/V the store keeps (key summaries, a device-resident index)."""
+        self.index = index
+        """The stream's retrieval index; counted here when it lives on the device (torch, faiss-gpu)."""
         self.blocks: list[Block] = []
         self.memory: dict[int, torch.Tensor] = {}
         self.peak = 0
@@ -204,6 +219,11 @@ class DeviceTier:
     def nbytes(self) -> int:
         return (self.cache.allocated_bytes + sum(t.numel() * t.element_size() for t in self.memory.values())
                 + self.extra())
+
+    def extra(self) -> int:
+        """Device bytes beside K/V: the device blocks' key summaries, and the index when it lives here."""
+        summaries = sum(b.summary.numel() * b.summary.element_size() for b in self.blocks if b.summary is not None)
+        return summaries + (self.index.nbytes if self.index is not None and self.index.on_device else 0)
 
     def track(self) -> None:
         """Record the peak (after anything that may have grown the cache or the store)."""
@@ -273,3 +293,25 @@ class DeviceTier:
             off = self.offset(b)
             visible[off: off + b.n_tokens] = False
         return visible
+
+
+ZERO = {"bytes": 0, "peak": 0, "budget": None, "blocks": 0}
+
+
+def empty_stats(policy: str) -> dict:
+    """The stats of a stream that has not been read yet (another thread holds it)."""
+    return {"policy": policy, "patches": 0, "t_last": 0.0, "evicted": 0, "rebases": 0,
+            "tiers": {"device": dict(ZERO, live=0), "host": dict(ZERO), "disk": dict(ZERO)},
+            "next_position": 0, "base": 0, "max_distance": 0, "index": None, "plan": None}
+
+
+def stream_stats(policy: str, st, device: DeviceTier, host: HostTier, disk: DiskTier | None, index: Index | None,
+                 plan, device_budget: int | None) -> dict:
+    """A stream's stats: its counters (a StreamState), each tier's bytes, peak, budget and blocks, its index."""
+    tiers = {"device": device.stats(device_budget), "host": host.as_dict(),
+             "disk": disk.stats.as_dict() if disk else dict(ZERO, budget=0)}
+    return {"policy": policy, "patches": st.patches, "t_last": st.t_last, "tiers": tiers, "evicted": st.evicted,
+            "rebases": st.rebases, "next_position": st.next_position, "base": st.base,
+            "max_distance": st.max_distance,
+            "index": {"backend": index.name, "blocks": len(index), "bytes": index.nbytes} if index is not None else None,
+            "plan": plan.as_dict() if plan else None}

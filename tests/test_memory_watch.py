@@ -70,4 +70,5 @@ def test_a_question_is_checked_before_any_model_call(tiny):
     with pytest.raises(ValueError, match="answer reserve"):
         ms.check_question("why " * 40)
     with pytest.raises(ValueError, match="until=0 s is before the first patch"):
-        ms.ask("What now?", until=0.0)
+        ms.check_question("What now?", until=0.0)
+    assert ms.ask("What now?", until=0.0, sampling=Sampling(max_new_tokens=1)).evidence == []  # nothing played yet
