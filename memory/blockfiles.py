@@ -94,13 +94,25 @@ class BlockFiles:
         except FileNotFoundError:
             pass
 
+    @staticmethod
+    def _line(record: dict) -> str:
+        return json.dumps(record, separators=(",", ":")) + "\n"
+
     def append_journal(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
         with open(self.journal_path, "a") as f:
-            f.write(line)
+            f.write(self._line(record))
             if self.durable:
                 f.flush()
                 os.fsync(f.fileno())
+
+    def replace_journal(self, records: list[dict]) -> None:
+        """Swap the journal for `records` atomically (written beside it, synced, renamed)."""
+        tmp = self.journal_path.with_suffix(".compact.tmp")
+        with open(tmp, "w") as f:
+            f.writelines(self._line(r) for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.journal_path)
 
     def read_journal(self) -> list[dict]:
         """Journal records in order; a torn last line (crash mid-write) is skipped with a warning."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -312,7 +312,7 @@ class Answerer:
                       context_tokens=context, kept=kept)
 
 
-def reach(store: BlockStore, end: int, brought: list[int] = ()) -> int:
+def reach(store: BlockStore, end: int, brought: Sequence[int] = ()) -> int:
     """The largest query-to-key distance of a forward whose last query is at model position `end - 1`, over
     the device blocks and blocks brought in at model positions `brought`."""
     starts = [b.pos_start - store.base for b in store.device_blocks] + list(brought)

@@ -74,20 +74,22 @@ def batch_bytes(streams: list[MemoryStream], segs: list[Segment]) -> int:
     return len(streams) * (lmax + nmax) * streams[0].bb.dims.bytes_per_token
 
 
-def split_for_budget(streams: list[MemoryStream], segs: list[Segment], budget: int) -> list[list[int]]:
-    """Stream indices grouped into consecutive batches whose transient cache fits `budget` bytes."""
-    groups: list[list[int]] = [[]]
+def split_for_budget(streams: list[MemoryStream], segs: list[Segment], budget: int) -> list[tuple[list[int], int]]:
+    """Stream indices grouped into consecutive batches whose transient cache fits `budget` bytes, each with
+    its size in bytes."""
+    size = lambda g: batch_bytes([streams[j] for j in g], [segs[j] for j in g])  # noqa: E731
+    groups: list[tuple[list[int], int]] = []
     for i in range(len(streams)):
-        trial = groups[-1] + [i]
-        if groups[-1] and batch_bytes([streams[j] for j in trial], [segs[j] for j in trial]) > budget:
-            groups.append([i])
-        else:
-            groups[-1] = trial
-    for g in groups:
-        need = batch_bytes([streams[j] for j in g], [segs[j] for j in g])
-        if need > budget:
+        trial = groups[-1][0] + [i] if groups else [i]
+        need = size(trial)
+        if groups and need <= budget:
+            groups[-1] = (trial, need)
+            continue
+        alone = size([i])
+        if alone > budget:
             raise ConfigError(f"batch_budget: {format_bytes(budget)} cannot hold one stream's batch copy "
-                              f"({format_bytes(need)}: its live cache plus the new patch)")
+                              f"({format_bytes(alone)}: its live cache plus the new patch)")
+        groups.append(([i], alone))
     return groups
 
 
@@ -112,14 +114,11 @@ def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch], budg
     with bb.lock:
         segs = [s.encoder.prepare(p) for s, p in zip(streams, patches)]
         out: dict[int, Block] = {}
-        peak = 0
         groups = split_for_budget(streams, segs, budget)
-        for g in groups:
-            peak = max(peak, batch_bytes([streams[i] for i in g], [segs[i] for i in g]))
-            blocks = _forward([streams[i] for i in g], [segs[i] for i in g], [patches[i] for i in g])
-            out.update(zip(g, blocks))
+        for g, _ in groups:
+            out.update(zip(g, _forward([streams[i] for i in g], [segs[i] for i in g], [patches[i] for i in g])))
         if report is not None:
-            report.update(forwards=len(groups), peak_bytes=peak, budget=budget)
+            report.update(forwards=len(groups), peak_bytes=max(n for _, n in groups), budget=budget)
         return [out[i] for i in range(len(streams))]
 
 

@@ -10,7 +10,6 @@ writes a fresh, compact journal of the current state (also used to compact a lon
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -142,12 +141,7 @@ class Journal:
             if block.tier != DEVICE:
                 records.append({"op": "tier", "id": block.id, "tier": block.tier})
         records.append({"op": "close", "state": state})
-        tmp = self.files.journal_path.with_suffix(".compact.tmp")
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.files.journal_path)
+        self.files.replace_journal(records)
         self.lines = len(records)
 
 

@@ -49,6 +49,8 @@ class Tier:
 
     def __init__(self, name: str, budget: int | None) -> None:
         self.stats = TierStats(name, budget)
+        self.reserve = 0
+        """Bytes of the budget held back for something beside the blocks (the host tier's index)."""
         self._order: OrderedDict[int, int] = OrderedDict()  # id -> nbytes, coldest first
 
     @property
@@ -56,10 +58,10 @@ class Tier:
         return self.stats.budget is None or self.stats.budget > 0
 
     def fits(self, nbytes: int) -> bool:
-        return self.stats.budget is None or self.stats.bytes + nbytes <= self.stats.budget
+        return self.stats.budget is None or self.stats.bytes + nbytes <= self.stats.budget - self.reserve
 
     def can_ever_fit(self, nbytes: int) -> bool:
-        return self.stats.budget is None or nbytes <= self.stats.budget
+        return self.stats.budget is None or nbytes <= self.stats.budget - self.reserve
 
     def coldest(self) -> int | None:
         return next(iter(self._order), None)
@@ -100,7 +102,6 @@ class HostTier(Tier):
     def __init__(self, budget: int | None, pin: bool) -> None:
         super().__init__("host", budget)
         self.pin = pin
-        self.reserve = 0
         self.index: Index | None = None
         """The stream's retrieval index; counted here when it lives in host RAM (faiss on the CPU)."""
         self._data: dict[int, torch.Tensor] = {}
@@ -113,12 +114,6 @@ class HostTier(Tier):
     def cost(self, nbytes: int) -> int:
         """Bytes a block of `nbytes` takes in this tier."""
         return 1 << max(0, nbytes - 1).bit_length() if self.pin and nbytes else nbytes
-
-    def fits(self, nbytes: int) -> bool:
-        return self.stats.budget is None or self.stats.bytes + nbytes <= self.stats.budget - self.reserve
-
-    def can_ever_fit(self, nbytes: int) -> bool:
-        return self.stats.budget is None or nbytes <= self.stats.budget - self.reserve
 
     def track(self) -> None:
         self.stats.peak = max(self.stats.peak, self.stats.bytes + self.extra())
