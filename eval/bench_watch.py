@@ -75,12 +75,13 @@ def patches(plan):
     """The plan's 2 fps temporal patches, rendered in memory."""
     import numpy as np
 
-    from longwatch.eval.needlestream_render import render_frame
+    from longwatch.eval.needlestream_render import _background, render_frame
     from longwatch.eval.train_data import patch_frame_times
     from longwatch.ingest.patches import TemporalPatch
 
+    bg = _background(plan)  # the plan's backdrop, drawn once (render_frame would draw it for every frame)
     for k, (a, b) in enumerate(patch_frame_times(plan)):
-        frames = np.stack([render_frame(plan, a), render_frame(plan, b)])
+        frames = np.stack([render_frame(plan, a, bg), render_frame(plan, b, bg)])
         yield TemporalPatch(k, frames, (a, b), a, b + 0.5)
 
 
