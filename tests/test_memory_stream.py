@@ -256,14 +256,20 @@ def test_journal_survives_restart_and_skips_a_torn_block(tiny, tmp_path, caplog)
     assert third.ask("what now?", sampling=SAMP).text is not None
 
 
+def _journaled_with_rebase(bb, folder, cut: int, delta: int) -> MemoryStream:
+    """A rekv stream journaled to `folder`, re-based by `delta` after `cut` patches, then fed the rest."""
+    ms = MemoryStream(bb, MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG), memory_dir=str(folder))
+    for p in PATCHES[:cut]:
+        ms.ingest(p)
+    ms.rebase(delta)
+    for p in PATCHES[cut:]:
+        ms.ingest(p)
+    return ms
+
+
 def test_journal_replays_a_rebase_with_the_sinks_in_place(tiny, tmp_path):
-    cfg = MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG)
-    ms = MemoryStream(tiny, cfg, memory_dir=str(tmp_path / "mem"))
-    for p in PATCHES[:8]:
-        ms.ingest(p)
-    ms.rebase(2500)
-    for p in PATCHES[8:]:
-        ms.ingest(p)
+    ms = _journaled_with_rebase(tiny, tmp_path / "mem", 8, 2500)
+    cfg = ms.cfg
     before = _ask(ms)
     # no close: the journal alone (puts before the re-base, its record, puts after) must rebuild the same cache
     again = MemoryStream(tiny, cfg, memory_dir=str(tmp_path / "mem"))
@@ -345,13 +351,8 @@ def test_a_memory_saved_by_another_model_or_version_is_refused_untouched(tiny, t
 
 def test_compacting_a_long_journal_rewrites_no_block_file(tiny, tmp_path):
     folder = tmp_path / "mem"
-    cfg = MemoryConfig(policy="rekv", window_blocks=3, retrieve_blocks=N, **BIG)
-    ms = MemoryStream(tiny, cfg, memory_dir=str(folder))
-    for p in PATCHES[:6]:
-        ms.ingest(p)
-    ms.rebase(2000)
-    for p in PATCHES[6:]:
-        ms.ingest(p)
+    ms = _journaled_with_rebase(tiny, folder, 6, 2000)
+    cfg = ms.cfg
     before = _ask(ms)
     files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (folder / "blocks").iterdir()}
     lines = len((folder / "journal.jsonl").read_text().splitlines())
