@@ -66,15 +66,18 @@ FailureCallback = Callable[[str], None]
 class IngestWorker:
     """Reads `stream` on a daemon thread and encodes every patch into `memory`.
 
-    `lock` is the backbone's model lock: encoding and the stats snapshot happen under it, so a stats
-    read never sees a MemoryStream halfway through an answer of the same stream. A failure here
-    stops this stream's ingest only; the error is kept (status(), `on_failure`) and nothing is raised.
-    `on_patch` runs on the worker thread after each patch is in memory (gaps, watches); keep it short.
+    With `encoder` (a memory.multistream.BatchEncoder shared by the streams of one backbone) each patch
+    goes into that encoder's next batched forward; without, it is encoded alone. Either way the memory
+    takes its own lock and then the model's (MemoryStream.ingest), so other streams' answers and this
+    one's interleave with it forward by forward. A failure here stops this stream's ingest only; the
+    error is kept (status(), `on_failure`) and nothing is raised. `on_patch` runs on the worker thread
+    after each patch is in memory (gaps, watches); keep it short.
     """
 
-    def __init__(self, kind: str, stream: Any, memory: Any, lock: Any, thumbs: FrameSink | None = None,
-                 on_patch: PatchCallback | None = None, on_failure: FailureCallback | None = None) -> None:
-        self.kind, self.stream, self.memory, self.lock = kind, stream, memory, lock
+    def __init__(self, kind: str, stream: Any, memory: Any, thumbs: FrameSink | None = None,
+                 on_patch: PatchCallback | None = None, on_failure: FailureCallback | None = None,
+                 encoder: Any | None = None) -> None:
+        self.kind, self.stream, self.memory, self.encoder = kind, stream, memory, encoder
         self.thumbs = thumbs
         self.on_patch, self.on_failure = on_patch, on_failure
         self.patches = 0
@@ -103,11 +106,13 @@ class IngestWorker:
                 t = patch.t_start
                 if self.thumbs is not None:
                     self.thumbs.add(patch.t_start, patch.frames[0])
-                with self.lock:
-                    if self._stop.is_set():
-                        return
+                if self._stop.is_set():
+                    return
+                if self.encoder is not None:
+                    self.encoder.submit(self.memory, patch)
+                else:
                     self.memory.ingest(patch)
-                    stats = self.memory.stats()
+                stats = self.memory.stats()
                 with self._state_lock:
                     self.patches += 1
                     self.t_last = max(self.t_last, patch.t_end)
@@ -190,5 +195,5 @@ class IngestWorker:
         self._stop.set()
         self.stream.close()
         self._thread.join(timeout)
-        with self.lock:
+        with self.memory.lock:  # an answer decoding in place on this memory ends first
             self.memory.close()

@@ -163,6 +163,13 @@ class KVCache(Cache):
         for i, layer in enumerate(self.layers):
             layer.update(kv[i, 0].unsqueeze(0), kv[i, 1].unsqueeze(0))
 
+    def copy(self, capacity: int) -> "KVCache":
+        """A private copy of the live slots, with room for `capacity` tokens (an answer decoded aside)."""
+        out = KVCache(self.num_layers, self.kv_heads, self.head_dim, self.dtype, self.device, initial=capacity)
+        for src, dst in zip(self.layers, out.layers):
+            dst.update(src.keys, src.values)
+        return out
+
     def read(self, start: int, end: int) -> torch.Tensor:
         """A copy of slots [start, end): [num_layers, 2, kv_heads, n, head_dim]."""
         return torch.stack([torch.stack([layer.keys[0, :, start:end], layer.values[0, :, start:end]])

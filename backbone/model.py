@@ -11,8 +11,11 @@ pre-RoPE queries and keys of each decoder layer with forward hooks (no forward i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -182,12 +185,14 @@ class TextStreamer:
 def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, position: int, tokenizer,
            stop_ids: list[int], sampling: Sampling, on_text: Callable[[str], None] | None = None,
            keep_logits: bool = False, should_stop: Callable[[], bool] | None = None,
-           visible: torch.Tensor | None = None) -> DecodeResult:
+           visible: torch.Tensor | None = None, turn: AbstractContextManager | None = None) -> DecodeResult:
     """Generate after a prefill whose last logits are `first_logits`; the next token sits at `position`.
 
     Appends generated tokens to `cache` (the caller truncates it afterwards if answers are transient).
-    `visible` [cache length] hides cached slots (see key_mask_4d); new tokens are visible.
+    `visible` [cache length] hides cached slots (see key_mask_4d); new tokens are visible. `turn`, when
+    given, is held for each step's forward only (the model lock: other streams encode between tokens).
     """
+    turn = turn if turn is not None else contextlib.nullcontext()
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
     streamer = TextStreamer(tokenizer, on_text)
@@ -208,7 +213,8 @@ def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, pos
         if i + 1 < sampling.max_new_tokens:
             if visible is not None:
                 visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
-            logits = step(model, cache, token, position, visible)
+            with turn:
+                logits = step(model, cache, token, position, visible)
             position += 1
     return DecodeResult(token_ids=streamer.ids, text=streamer.finish(), stopped=stopped, first_token_s=first_s,
                         decode_s=time.perf_counter() - t0, logits=kept)
@@ -253,6 +259,67 @@ class QKCapture:
         self._handles.clear()
 
 
+# The model lock, written by hand because neither the standard library nor a maintained package has it:
+# threading.RLock gives no order, and a thread that releases and re-acquires in a loop (decoding holds the
+# model for one token at a time) wins it back almost every time, starving the streams waiting to encode.
+# Here a release with waiters goes to the oldest one, so a live stream waits at most one decode step.
+class FairRLock:
+    """A re-entrant lock with first-come, first-served hand-over (same interface as threading.RLock)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: deque[object] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None and not self._queue:
+                self._owner, self._count = me, 1
+                return True
+            if not blocking:
+                return False
+            ticket = object()
+            self._queue.append(ticket)
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            try:
+                while self._owner is not None or self._queue[0] is not ticket:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._owner, self._count = me, 1
+                return True
+            finally:
+                self._queue.remove(ticket)
+                if self._owner != me:  # gave up: the next waiter may now be first
+                    self._cond.notify_all()
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release a model lock held by another thread")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """Threads queued for the lock now."""
+        with self._cond:
+            return len(self._queue)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass(frozen=True)
 class KVDims:
     num_layers: int
@@ -282,8 +349,9 @@ class Backbone:
                            getattr(text, "head_dim", text.hidden_size // text.num_attention_heads),
                            text.num_attention_heads, self.dtype)
         self.rotary_emb = self.model.model.language_model.rotary_emb
-        self.lock = threading.RLock()
-        """Serialises model calls across streams: hooks and the model's buffers are shared state."""
+        self.lock = FairRLock()
+        """Serialises model calls across streams (hooks and the model's buffers are shared state), one
+        forward at a time and in arrival order: answers hold it per decode step, not per answer."""
 
     @classmethod
     def load(cls, cfg: ModelConfig, system_prompt: str | None = None) -> "Backbone":

@@ -6,6 +6,7 @@ question's cache, decoding, evidence. Both hold no block state: the store does.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -58,7 +59,7 @@ class Encoder:
 
     def encode(self, patch: TemporalPatch) -> Block:
         """Encode one temporal patch attending to sinks + window; then apply the policy."""
-        with self.bb.lock:
+        with self.store.lock, self.bb.lock:
             seg = self.prepare(patch)
             with QKCapture(self.bb.model, keys=self.wants_prerope) as cap:
                 prefill(self.bb.model, self.store.cache, [seg], self.store.next_position, None)
@@ -166,6 +167,8 @@ class Answer:
     context_tokens: int = 0
     kept: dict[int, torch.Tensor | None] = field(default_factory=dict)
     """Blocks in the answer's context: id -> [layers, k] original vision indices kept (None = whole block)."""
+    copied_bytes: int = 0
+    """Bytes of the private cache copy the answer was decoded on (0: decoded in place; see Answerer.ask)."""
 
 
 class Answerer:
@@ -185,17 +188,42 @@ class Answerer:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False) -> Answer:
+            window_only: bool = False, copy_limit: int = 0) -> Answer:
         """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
 
         `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. `until` hides
         every block that starts at or after it (an upload encoded ahead of its play position: the
-        answer sees only what has played). The model lock is held for the whole answer, so other
-        streams sharing the backbone wait until it is done. `window_only`: answer from the prefix, sinks and
-        window alone (no retrieval, no compressed memory): what is on screen now.
+        answer sees only what has played). `window_only`: answer from the prefix, sinks and window alone
+        (no retrieval, no compressed memory): what is on screen now.
+
+        Locks: this stream's lock, then the model lock for each forward only (retrieval, the question's
+        prefill, every decode step), so other streams encode between this answer's tokens. The stream
+        itself stays held until the answer ends, unless its question cache plus the answer fits
+        `copy_limit` bytes: then decoding runs on a copy of that cache (outside the stream's budget, like
+        a batch copy) and the stream goes on ingesting and being watched meanwhile; the answer is about
+        the memory as it stood when the question came.
         """
-        with self.bb.lock:
-            return self._ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
+        store = self.store
+        with contextlib.ExitStack() as held:
+            held.enter_context(store.lock)
+            prep = self._prepare(question, now, sampling, until, window_only, held)
+            cache, copied = store.cache, 0
+            need = (cache.length + prep.sampling.max_new_tokens) * cache.bytes_per_token
+            if copy_limit and need <= copy_limit:
+                cache, copied = cache.copy(cache.length + prep.sampling.max_new_tokens), need
+                held.close()  # the question leaves the stream's cache, and the stream is free
+            out: DecodeResult = decode(self.bb.model, cache, prep.logits, prep.next_position, self.bb.tokenizer,
+                                       self.bb.layout.stop_ids, prep.sampling, on_text, keep_logits, should_stop,
+                                       prep.visible, turn=self.bb.lock)
+        with store.lock:
+            store.note_distance(prep.distance + len(out.token_ids))
+            store.advance_clock()
+            memory = store.refresh_stats()
+        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=prep.retrieval_s + prep.prefill_s + out.first_token_s,
+                      prefill_s=prep.prefill_s, decode_s=out.decode_s, retrieval_s=prep.retrieval_s,
+                      evidence=prep.evidence, memory=memory, stopped=out.stopped, logits=out.logits,
+                      question_tokens=prep.question_tokens, context_tokens=prep.context_tokens, kept=prep.kept,
+                      copied_bytes=copied)
 
     def yes_no(self, condition: str) -> YesNo:
         """P(Yes) for a yes/no `condition` about what is on screen now: one forward of the question over the
@@ -208,7 +236,7 @@ class Answerer:
             text += "\nAnswer only Yes or No."
         layout, store = self.bb.layout, self.store
         yes, no = layout.encode_text("Yes")[0], layout.encode_text("No")[0]
-        with self.bb.lock:
+        with store.lock, self.bb.lock:
             if not store.device_blocks:
                 raise ValueError("no video has been ingested yet")
             qseg = layout.question(text)
@@ -273,7 +301,10 @@ class Answerer:
         if n > self.cfg.answer_tokens // 2 and store.bounded:
             raise ValueError(f"question is {n} tokens; at most {self.cfg.answer_tokens // 2} fit the answer reserve")
 
-    def _ask(self, question, on_text, now, keep_logits, sampling, should_stop, until=None, window_only=False) -> Answer:
+    def _prepare(self, question: str, now: float | None, sampling: Sampling | None, until: float | None,
+                 window_only: bool, held: contextlib.ExitStack) -> _Prepared:
+        """Under the stream's lock: retrieval, blocks brought in, the question's prefill (model lock held for
+        those forwards), and what the answer will report having seen. Enters store.transient() on `held`."""
         store = self.store
         self.check(question)
         t0 = time.perf_counter()
@@ -281,7 +312,8 @@ class Answerer:
         now = (t_last if until is None else min(t_last, until)) if now is None else now
         hidden = self._hidden(until)
         qseg = self.bb.layout.question(question.strip())
-        with store.transient() as cache:
+        cache = held.enter_context(store.transient())
+        with self.bb.lock:
             selections = [] if window_only else self.select(question, qseg, now, until)
             chosen = sorted(selections, key=lambda s: store.blocks[s.block_id].t_start)
             blocks = [store.blocks[s.block_id] for s in chosen]
@@ -292,24 +324,37 @@ class Answerer:
             t_ret = time.perf_counter() - t0
             visible = store.visible_mask(hidden)
             r = prefill(self.bb.model, cache, [qseg], store.next_position, visible=visible)
-            t_pre = time.perf_counter() - t0 - t_ret
-            context = cache.length - len(qseg) - sum(b.n_tokens for b in hidden)
-            samp = sampling or self.bb.sampling
-            if store.bounded:
-                samp = Sampling(samp.temperature, samp.top_p, min(samp.max_new_tokens, self.cfg.answer_tokens - len(qseg)), samp.seed)
-            out: DecodeResult = decode(self.bb.model, cache, r.logits[-1], r.next_position, self.bb.tokenizer,
-                                       self.bb.layout.stop_ids, samp, on_text, keep_logits, should_stop,
-                                       None if visible is None else torch.cat([visible, visible.new_ones(len(qseg))]))
-            store.note_distance(reach(store, r.next_position + len(out.token_ids), starts))
-        store.advance_clock()
+        t_pre = time.perf_counter() - t0 - t_ret
+        samp = sampling or self.bb.sampling
+        if store.bounded:
+            samp = Sampling(samp.temperature, samp.top_p, min(samp.max_new_tokens, self.cfg.answer_tokens - len(qseg)), samp.seed)
         gone = {b.id for b in hidden}
         evidence = [e for e in evidence_of(store.device_blocks, selections, store.blocks) if e.block_id not in gone]
         kept = {b.id: b.kept for b in store.device_blocks if b.kind == "patch" and b.id not in gone}
         kept.update({s.block_id: store.blocks[s.block_id].kept for s in selections})
-        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s,
-                      prefill_s=t_pre, decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence,
-                      memory=store.refresh_stats(), stopped=out.stopped, logits=out.logits, question_tokens=len(qseg),
-                      context_tokens=context, kept=kept)
+        return _Prepared(
+            logits=r.logits[-1], next_position=r.next_position, sampling=samp,
+            visible=None if visible is None else torch.cat([visible, visible.new_ones(len(qseg))]),
+            distance=reach(store, r.next_position, starts), retrieval_s=t_ret,
+            prefill_s=t_pre, evidence=evidence, kept=kept, question_tokens=len(qseg),
+            context_tokens=cache.length - len(qseg) - sum(b.n_tokens for b in hidden))
+
+
+@dataclass
+class _Prepared:
+    """A question ready to decode: its first logits, where decoding goes on, and what the answer saw."""
+
+    logits: torch.Tensor
+    next_position: int
+    sampling: Sampling
+    visible: torch.Tensor | None
+    distance: int  # largest query-to-key distance so far; each decoded token adds one
+    retrieval_s: float
+    prefill_s: float
+    evidence: list[Evidence]
+    kept: dict[int, torch.Tensor | None]
+    question_tokens: int
+    context_tokens: int
 
 
 def reach(store: BlockStore, end: int, brought: Sequence[int] = ()) -> int:

@@ -7,9 +7,16 @@ nothing of the padding; positions are each stream's own. The new K/V are then ap
 stream's cache and the stream records the block as after a single-stream forward, so the result
 equals ingesting the patches one stream at a time (tested to 1e-4). Streams are used through their
 public parts only: `encoder.prepare` / `encoder.commit` around the forward, `store.cache` read.
+
+`BatchEncoder` is the live form: one thread that encodes, in each step, the waiting patch of every
+stream it can take, so N live streams cost one forward per step rather than N.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
 
 import torch
 
@@ -101,40 +108,197 @@ def ingest_batch(streams: list[MemoryStream], patches: list[TemporalPatch], budg
     The transient batch cache copies every stream's live cache, outside each stream's own budget, so it
     has its own: `budget` bytes (default: the first stream's device budget), and streams are split into
     as many forwards as it takes to stay inside it. `report`, when given, receives the step's forwards,
-    its largest batch cache in bytes and the budget.
+    its largest batch cache in bytes and the budget. The first failure is raised (ingest_settled keeps
+    each failure with its stream).
+    """
+    out = ingest_settled(streams, patches, budget, report)
+    for r in out:
+        if isinstance(r, Exception):
+            raise r
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def ingest_settled(streams: list[MemoryStream], patches: list[TemporalPatch], budget: int | None = None,
+                   report: dict | None = None) -> list[Block | Exception]:
+    """As ingest_batch, but each stream gets its block or its own exception and the others go on.
+
+    A patch that cannot be prepared (a frame size the memory cannot hold) or whose stream alone exceeds
+    `budget` fails that stream only; a failed forward fails the streams of that forward, none of which
+    has written anything to its memory by then. Locks: every stream's own (in a fixed order), then the
+    model's, as a single-stream ingest takes them.
     """
     if len(streams) != len(patches) or not streams:
         raise ValueError("one patch per stream")
+    if len({id(s) for s in streams}) != len(streams):
+        raise ValueError("a stream appears twice in one batched step")
     bb = streams[0].bb
     if any(s.bb is not bb for s in streams):
         raise ValueError("batched streams must share one backbone")
     if bb.loaded.attn == "flash_attention_2":
         raise ValueError("multi-stream batching needs a 4D mask: use attn sdpa or eager")
     budget = streams[0].cfg.device_budget if budget is None else budget
-    with bb.lock:
-        segs = [s.encoder.prepare(p) for s, p in zip(streams, patches)]
-        out: dict[int, Block] = {}
-        groups = split_for_budget(streams, segs, budget)
+    out: dict[int, Block | Exception] = {}
+    with contextlib.ExitStack() as held:
+        for s in sorted(streams, key=id):
+            held.enter_context(s.lock)
+        held.enter_context(bb.lock)
+        segs: dict[int, Segment] = {}
+        for i, (s, p) in enumerate(zip(streams, patches)):
+            try:
+                segs[i] = s.encoder.prepare(p)
+                alone = batch_bytes([s], [segs[i]])
+                if alone > budget:
+                    raise ConfigError(f"batch_budget: {format_bytes(budget)} cannot hold one stream's batch copy "
+                                      f"({format_bytes(alone)}: its live cache plus the new patch)")
+            except Exception as e:
+                segs.pop(i, None)
+                out[i] = e
+        ok = sorted(segs)
+        groups = split_for_budget([streams[i] for i in ok], [segs[i] for i in ok], budget) if ok else []
         for g, _ in groups:
-            out.update(zip(g, _forward([streams[i] for i in g], [segs[i] for i in g], [patches[i] for i in g])))
+            idx = [ok[j] for j in g]
+            try:
+                out.update(zip(idx, _forward([streams[i] for i in idx], [segs[i] for i in idx],
+                                             [patches[i] for i in idx])))
+            except Exception as e:
+                out.update((i, e) for i in idx)
         if report is not None:
-            report.update(forwards=len(groups), peak_bytes=max(n for _, n in groups), budget=budget)
-        return [out[i] for i in range(len(streams))]
+            report.update(forwards=len(groups), peak_bytes=max((n for _, n in groups), default=0), budget=budget)
+    return [out[i] for i in range(len(streams))]
 
 
-def _forward(streams: list[MemoryStream], segs: list[Segment], patches: list[TemporalPatch]) -> list[Block]:
-    """One batched forward of prepared segments; commits each stream's block."""
+def _forward(streams: list[MemoryStream], segs: list[Segment], patches: list[TemporalPatch]) -> list[Block | Exception]:
+    """One batched forward of prepared segments; commits each stream's block (a failed commit is that
+    stream's result)."""
     bb = streams[0].bb
     inputs, lens, lmax, nmax = _batch_inputs(streams, segs)
     batch = _batch_cache(streams, lmax, nmax)
     wants = any(s.encoder.wants_prerope for s in streams)
     with QKCapture(bb.model, keys=wants, batch=True) as cap:
         bb.model.model(**inputs, past_key_values=batch, use_cache=True)  # cache only: no LM head
-    blocks = []
+    blocks: list[Block | Exception] = []
     for i, (s, seg, patch) in enumerate(zip(streams, segs, patches)):
         n = len(seg)
         kv = torch.stack([torch.stack([layer.keys[i, :, lmax: lmax + n], layer.values[i, :, lmax: lmax + n]])
                           for layer in batch.layers])
         prerope = [k[i, :n] for k in cap.keys] if s.encoder.wants_prerope else None
-        blocks.append(s.encoder.commit(patch, seg, prerope, kv))
+        try:
+            blocks.append(s.encoder.commit(patch, seg, prerope, kv))
+        except Exception as e:
+            blocks.append(e)
     return blocks
+
+
+@dataclass
+class _Job:
+    stream: MemoryStream
+    patch: TemporalPatch
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Block | Exception | None = None
+
+
+def _settle(job: _Job) -> Block | Exception:
+    try:
+        return job.stream.ingest(job.patch)
+    except Exception as e:
+        return e
+
+
+IDLE_WAIT_S = 0.005
+"""How long the encoder sleeps when every stream with a patch waiting is held by an answer."""
+
+
+class BatchEncoder:
+    """One thread encoding the patches of many streams on one backbone, batched.
+
+    `submit(stream, patch)`, called from a stream's own ingest thread, blocks until the patch is in
+    memory and returns its block (or raises that stream's failure, and only that stream's). Each step
+    takes every stream with a patch waiting whose lock is free (a stream answered in place waits for
+    its answer; one whose answer decodes on a copy does not) and runs them through ingest_settled: one
+    forward for all of them, within `budget` bytes of batch copy (default: the first stream's device
+    budget). Answers' decode steps and watches' checks interleave with these forwards through the
+    model lock, which serves waiters in order.
+    """
+
+    def __init__(self, budget: int | None = None, name: str = "batch-encoder") -> None:
+        self.budget = budget
+        self.steps = 0
+        """Batched steps run (each one forward or, past the budget, a few)."""
+        self.patches = 0
+        """Patches encoded (failures included)."""
+        self.largest = 0
+        """Most streams encoded in one step."""
+        self._cond = threading.Condition()
+        self._pending: dict[int, _Job] = {}  # id(stream) -> its one waiting patch, in arrival order
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, stream: MemoryStream, patch: TemporalPatch) -> Block:
+        """Encode `patch` into `stream` in the next step that can take the stream; its block."""
+        job = _Job(stream, patch)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batch encoder is closed")
+            if id(stream) in self._pending:
+                raise ValueError("a patch of this stream is already waiting: submit one at a time")
+            self._pending[id(stream)] = job
+            self._cond.notify_all()
+        job.done.wait()
+        if isinstance(job.result, Exception):
+            raise job.result
+        assert job.result is not None
+        return job.result
+
+    def waiting(self) -> int:
+        """Streams with a patch waiting for a step now."""
+        with self._cond:
+            return len(self._pending)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    for job in self._pending.values():
+                        job.result = RuntimeError("the batch encoder was closed")
+                        job.done.set()
+                    self._pending.clear()
+                    return
+                jobs = list(self._pending.values())
+            taken = [j for j in jobs if j.stream.lock.acquire(blocking=False)]
+            if not taken:
+                with self._cond:
+                    self._cond.wait(IDLE_WAIT_S)
+                continue
+            try:
+                with self._cond:
+                    for j in taken:
+                        del self._pending[id(j.stream)]
+                results = self._step(taken)
+            finally:
+                for j in taken:
+                    j.stream.lock.release()
+            self.steps += 1
+            self.patches += len(taken)
+            self.largest = max(self.largest, len(taken))
+            for j, r in zip(taken, results):
+                j.result = r
+                j.done.set()
+
+    def _step(self, taken: list[_Job]) -> list[Block | Exception]:
+        if taken[0].stream.bb.loaded.attn == "flash_attention_2":  # no 4D mask: one stream per forward
+            return [_settle(j) for j in taken]
+        try:
+            return ingest_settled([j.stream for j in taken], [j.patch for j in taken], self.budget)
+        except Exception as e:  # refused as a whole (streams on different backbones): every stream fails
+            return [e] * len(taken)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop; patches still waiting get an error."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)

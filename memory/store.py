@@ -60,7 +60,8 @@ class BlockStore:
                  lock: threading.RLock | None = None, journal: Recorder | None = None, name: str = "stream") -> None:
         self.policy, self.cfg, self.name = policy, cfg, name
         self._rotary, self._host, self._disk, self._index = rotary, host, disk, index
-        self._lock = lock or threading.RLock()
+        self.lock = lock or threading.RLock()
+        """Held by whatever changes this store (ingest, a question, an answer in place); before the model lock."""
         self._journal = journal
         self._device = DeviceTier(cache, index)
         host.index = index
@@ -385,12 +386,12 @@ class BlockStore:
     def stats(self) -> dict:
         """Tier bytes, peaks, budgets and block counts. Safe from any thread: while another thread holds
         the lock (encoding or answering) it returns the snapshot taken after the last change."""
-        if not self._lock.acquire(blocking=False):
+        if not self.lock.acquire(blocking=False):
             return self._last_stats or empty_stats(self.cfg.policy)
         try:
             return self.refresh_stats()
         finally:
-            self._lock.release()
+            self.lock.release()
 
     def refresh_stats(self) -> dict:
         self._last_stats = stream_stats(self.cfg.policy, self._state, self._device, self._host, self._disk, self._index,

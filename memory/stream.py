@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class MemoryStream:
         index = make_index(cfg.index, d.num_layers, d.kv_heads * d.head_dim, backbone.device) \
             if policy.retrieves else None
         self.store = BlockStore(backbone.new_cache(), policy, cfg, backbone.rotary_emb, host, disk, index,
-                                backbone.lock, journal, name=stream_id)
+                                threading.RLock(), journal, name=stream_id)
         self.encoder = Encoder(backbone, self.store, cfg, policy)
         self.answerer = Answerer(backbone, self.store, cfg, policy)
         if frame_size is not None:
@@ -68,6 +69,11 @@ class MemoryStream:
         self.skipped_on_load = journal.skipped if journal else 0
         """Torn blocks skipped when this stream's memory_dir was loaded."""
 
+    @property
+    def lock(self) -> threading.RLock:
+        """This stream's own lock (see BlockStore.lock); the model lock is the backbone's."""
+        return self.store.lock
+
     def ingest(self, patch: TemporalPatch) -> Block:
         """Encode one temporal patch into memory (see Encoder.encode)."""
         return self.encoder.encode(patch)
@@ -75,9 +81,10 @@ class MemoryStream:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False) -> Answer:
-        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask)."""
-        return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only)
+            window_only: bool = False, copy_limit: int = 0) -> Answer:
+        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit`)."""
+        return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only,
+                                 copy_limit)
 
     def check_question(self, question: str, until: float | None = None) -> None:
         """Raise ValueError with the message `ask` would give if `question` cannot be asked now (no model call)."""

@@ -35,7 +35,7 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
     """
     s = cfg.serve
     model_id = s.served_model_name or backbone.name
-    registry = StreamRegistry(backbone, s.max_streams, s.video_idle_s)
+    registry = StreamRegistry(backbone, s.max_streams, s.video_idle_s, batch=s.batch_streams)
     sources = SourcePolicy(tuple(s.allowed_schemes), tuple(s.allowed_source_hosts), s.allowed_local_media_path)
     watches = WatchManager(s.max_watches, Webhooks())
     watches.attach(registry)

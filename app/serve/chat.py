@@ -206,15 +206,15 @@ class ChatService:
 
         try:
             self._wait_ready(plan, deadline)
-            if not self.bb.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                raise APIError(408, "the model stayed busy with other requests past the time limit "
+            memory = plan.stream.worker.memory
+            # wait (bounded) while another answer holds this video's memory in place; ask() takes it itself
+            if not memory.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise APIError(408, "this video's memory stayed busy with another answer past the time limit "
                                "(serve.request_timeout_s); try again", "timeout")
+            memory.lock.release()
             flow = TextFlow(self.reasoning, plan.stops)
-            try:
-                wait_s = time.monotonic() - t0
-                answer = self._ask(plan, flow, send, cancelled)
-            finally:
-                self.bb.lock.release()
+            wait_s = time.monotonic() - t0
+            answer = self._ask(plan, flow, send, cancelled)
             for piece in flow.finish():
                 send(piece)
             if not started:
@@ -237,7 +237,8 @@ class ChatService:
         until = min((t for t in (plan.at, plan.until) if t is not None), default=None)
         try:
             return stream.worker.memory.ask(plan.question, on_text=on_text, now=plan.at, sampling=plan.sampling,
-                                            should_stop=should_stop, until=until)
+                                            should_stop=should_stop, until=until,
+                                            copy_limit=int(self.cfg.serve.answer_copy_mb * 2**20))
         except ValueError as e:  # nothing visible yet, a question too long for the answer reserve
             raise APIError(400, str(e), "invalid_question") from None
 
@@ -249,4 +250,4 @@ class ChatService:
         fields.pop("tokens", None)
         return {"stream_id": plan.stream.id, "source": info.source, "policy": info.policy,
                 "reused_memory": not plan.created, "encoded_up_to": info.encoded_up_to, "wait_s": round(out.wait_s, 4),
-                "question_tokens": out.answer.question_tokens, **fields}
+                "question_tokens": out.answer.question_tokens, "answer_copy_bytes": out.answer.copied_bytes, **fields}

@@ -22,6 +22,7 @@ from longwatch.app.serve.specs import StreamSpec
 from longwatch.app.worker import IngestWorker
 from longwatch.ingest import IngestError, SourceState, TemporalPatch, open_stream
 from longwatch.ingest.uri import scrub
+from longwatch.memory.multistream import BatchEncoder
 from longwatch.memory.stream import MemoryStream
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ PatchListener = Callable[["Stream", TemporalPatch], None]
 class Stream:
     """One source -> one memory. `bus` carries its events; `use()` marks it busy so it is never freed mid-answer."""
 
-    def __init__(self, stream_id: str, spec: StreamSpec, backbone: Any, clock: Clock = time.monotonic) -> None:
+    def __init__(self, stream_id: str, spec: StreamSpec, backbone: Any, clock: Clock = time.monotonic,
+                 encoder: Any | None = None) -> None:
         self.id, self.spec, self.bb, self.clock = stream_id, spec, backbone, clock
         self.created = int(time.time())
         self.last_used = clock()
@@ -52,8 +54,8 @@ class Stream:
             memory.close()
             raise APIError(400, f"cannot open the video: {scrub(str(e), spec.source)}", "invalid_video") from None
         kind = "url" if "://" in spec.source else "file"
-        self.worker = IngestWorker(kind, source, memory, backbone.lock, on_patch=self._on_patch,
-                                   on_failure=self._on_failure)
+        self.worker = IngestWorker(kind, source, memory, on_patch=self._on_patch, on_failure=self._on_failure,
+                                   encoder=encoder)
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -129,8 +131,11 @@ class StreamRegistry:
     """Streams by id, at most serve.max_streams. Chat videos are also found by their key and freed when idle
     (the least recently used idle one first when the registry is full); API streams only by DELETE."""
 
-    def __init__(self, backbone: Any, max_streams: int, video_idle_s: float, clock: Clock = time.monotonic) -> None:
+    def __init__(self, backbone: Any, max_streams: int, video_idle_s: float, clock: Clock = time.monotonic,
+                 batch: bool = True) -> None:
+        """`batch`: every stream's patches go through one shared BatchEncoder (batched forwards)."""
         self.bb, self.max_streams, self.video_idle_s, self.clock = backbone, max_streams, video_idle_s, clock
+        self.encoder = BatchEncoder(name="serve-encoder") if batch else None
         self._streams: dict[str, Stream] = {}
         self._keys: dict[str, str] = {}  # chat video key -> stream id
         self._lock = threading.Lock()
@@ -166,7 +171,7 @@ class StreamRegistry:
     def _new(self, spec: StreamSpec, victims: list[Stream]) -> Stream:
         """Under the lock: room made (the streams taken out go to `victims`, to be closed outside), then a stream."""
         victims += self._make_room()
-        stream = Stream(f"stream-{secrets.token_hex(6)}", spec, self.bb, self.clock)
+        stream = Stream(f"stream-{secrets.token_hex(6)}", spec, self.bb, self.clock, self.encoder)
         self._streams[stream.id] = stream
         if spec.key is not None:
             self._keys[spec.key] = stream.id
@@ -278,6 +283,8 @@ class StreamRegistry:
         with self._lock:
             streams = [self._take(sid) for sid in list(self._streams)]
         self._finish(streams, [])
+        if self.encoder is not None:
+            self.encoder.close()
 
     def __len__(self) -> int:
         with self._lock:

@@ -83,7 +83,7 @@ class Session:
                 stream.close()
                 raise
             self.cam = cam
-            self.worker = IngestWorker(kind, stream, memory, self.bb.lock, Thumbnails())
+            self.worker = IngestWorker(kind, stream, memory, Thumbnails())
             return self.worker
 
     def start_file(self, path: str) -> IngestWorker:
