@@ -297,6 +297,11 @@ class FileSource(Source):
         self.name = path
         self.info: VideoInfo = probe(path)  # bad files fail here, before any thread starts
         self.reader = choose_reader(cfg.reader)
+        if cfg.realtime and self.reader == "decord":
+            # decord selects every timestamp before the first frame: the stream's live edge (and its lag)
+            # would be the file's end from the start; a sequential reader meets timestamps as it plays
+            log.info("%s: realtime playback reads with pyav instead of decord", path)
+            self.reader = "pyav"
         self.live = cfg.realtime
 
     def read(self, select: Select) -> Iterator[Frame]:

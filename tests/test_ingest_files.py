@@ -94,6 +94,18 @@ def test_realtime_plays_at_wall_clock_pace(tmp_path):
     assert stream.source.live  # backpressure as for a live source
 
 
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_realtime_file_has_its_live_edge_where_it_plays(tmp_path, reader):
+    """The lag behind the live edge of a file played at wall-clock pace is what a camera's would be: decord
+    selects every timestamp up front, which put the edge at the file's end (lag 88 s for a 90 s file)."""
+    video = make_video(tmp_path / "cam.mp4", seconds=20.0, fps=10)
+    stream = open_stream(str(video), IngestConfig(fps=2.0, frame_size="64", realtime=True, reader=reader))
+    with stream:
+        first = [stream.get(timeout=5.0) for _ in range(2)]
+        lag = stream.stats().lag_s
+    assert all(p is not None for p in first) and lag < 2.0
+
+
 def test_files_wait_for_a_slow_consumer_and_drop_nothing(clip):
     stream = open_stream(str(clip), IngestConfig(fps=8.0, frame_size="64", queue_frames=2))
     with stream:
