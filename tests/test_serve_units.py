@@ -180,7 +180,9 @@ def test_reasoning_content_whole_and_streamed_through_the_client(monkeypatch, tm
         deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
         assert "".join(d.model_extra.get("reasoning_content") or "" for d in deltas) == "A sign.\n"
         assert "".join(d.content or "" for d in deltas) == "KIWI"
-        assert r.usage.prompt_tokens == 13 and httpx.get(f"{base}/health").json()["streams"] == 1
+        health = httpx.get(f"{base}/health").json()
+        assert r.usage.prompt_tokens == 13 and health["streams"] == 1
+        assert health["batching"]["patches"] >= 1  # the video was encoded by the shared batch encoder
 
 
 def test_requests_beyond_max_pending_are_429():

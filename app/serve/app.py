@@ -71,8 +71,10 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Unauthenticated liveness: the model and how many streams are held."""
-        return {"status": "ok", "model": model_id, "streams": len(registry)}
+        """Unauthenticated liveness: the model, how many streams are held, the batch encoder's counts."""
+        enc = registry.encoder
+        batching = {"steps": enc.steps, "patches": enc.patches, "largest": enc.largest} if enc else None
+        return {"status": "ok", "model": model_id, "streams": len(registry), "batching": batching}
 
     if s.ui:
         ui_manager.append(_mount_ui(app, cfg, backbone, ui_auth))
