@@ -27,6 +27,10 @@ class UIConfig:
     """Largest accepted upload."""
     allowed_schemes: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https")
     """URL schemes accepted for server-side ingest (never file:// or local paths)."""
+    webcam_time_limit_s: float = 0.0
+    """0: the browser webcam streams while its tab is open and recording. Else Gradio ends the webcam's stream
+    event after this many seconds; the page starts a new one with its next frame, and if no frame follows
+    the live panel says when and why the webcam stopped."""
 
     def __post_init__(self) -> None:
         if not 0 < self.server_port < 65536:
@@ -35,6 +39,8 @@ class UIConfig:
             raise ValueError(f"max_sessions: must be >= 1, got {self.max_sessions}")
         if self.idle_timeout_s <= 0:
             raise ValueError(f"idle_timeout_s: must be > 0, got {self.idle_timeout_s}")
+        if self.webcam_time_limit_s < 0:
+            raise ValueError(f"webcam_time_limit_s: must be >= 0 (0 = no limit), got {self.webcam_time_limit_s}")
         if self.max_upload_mb < 1:
             raise ValueError(f"max_upload_mb: must be >= 1, got {self.max_upload_mb}")
         bad = [s for s in self.allowed_schemes if s in ("file", "") or not s.isalnum()]

@@ -1,6 +1,6 @@
 """The UI in a real browser (Debian's Chromium via Playwright) against `longwatch demo` on a loopback port.
 
-Upload, play, ask, a streamed answer, seek links, the memory panel; the camera URL tab against a
+Upload, play, ask, a streamed answer, seek links, Stop, the memory panel; the camera URL tab against a
 real RTSP server; the browser webcam (Chromium's fake camera); two tabs at once; the session limit.
 Screenshots of each step go to test-artifacts/ui/.
 """
@@ -115,6 +115,22 @@ def test_upload_play_ask_then_seek_from_the_answer(browser, demo, upload_video):
         page.locator("#lw-chat [data-testid=user] a.lw-seek[href='#t=12.00']").last.click()
         assert 12.0 <= player_time(page) < 12.5
         shot(page, "04-seeked")
+
+        # Stop, clicked the moment it shows: the answer ends marked stopped, Stop goes, the next question runs
+        page.fill("#lw-question textarea", "Describe every second of the video.")
+        page.evaluate("""() => new Promise((done) => {
+            const obs = new MutationObserver(() => {
+                const stop = document.querySelector('#lw-stop');
+                if (stop && stop.offsetParent) { obs.disconnect(); stop.click(); done(); }
+            });
+            obs.observe(document.body, {subtree: true, childList: true, attributes: true});
+            document.querySelector('#lw-ask').click();
+        })""")
+        wait_for(lambda: page.locator("#lw-chat .lw-stopped").count() == 1, 20, "the answer marked stopped")
+        wait_for(lambda: not page.locator("#lw-stop").is_visible(), 10, "Stop to go")
+        shot(page, "05-stopped")
+        ask(page, "And now?")
+        assert page.locator("#lw-chat .lw-stopped").count() == 1 and page.locator("#lw-ask").is_visible()
     except Exception:
         shot(page, "FAILED-upload")
         raise

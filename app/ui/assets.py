@@ -65,5 +65,6 @@ a.lw-seek { color: #1d4ed8; text-decoration: underline dotted; cursor: pointer; 
 a.lw-seeked { background: #dbe7ff; border-radius: 3px; }
 .lw-foot { font-size: 0.72em; color: #888; margin-top: 2px; }
 #lw-now-box { min-width: 110px; max-width: 130px; align-self: center; font-size: 0.85em; line-height: 1.35; }
-#lw-ask { max-height: 44px; align-self: center; }
+#lw-ask, #lw-stop { max-height: 44px; align-self: center; }
+.lw-stopped { color: #888; font-style: italic; }
 """

@@ -1,4 +1,4 @@
-"""What each page event does: open a session, start a source, stream an answer, refresh the panels.
+"""What each page event does: open a session, start a source, stream (or stop) an answer, refresh the panels.
 
 Every handler turns failures into messages in the page (app.ui.panels); none lets an exception
 reach Gradio, so the browser never shows a traceback and a failure stays inside its session.
@@ -10,16 +10,17 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
 from longwatch.app.ui import panels
-from longwatch.app.ui.answer import stream_answer
+from longwatch.app.ui.answer import AnswerRuns, AnswerUpdate, stream_answer
 from longwatch.app.ui.sessions import Session, SessionLimit, SessionManager, limit_message
 from longwatch.app.ui.timelinks import format_clock, linkify
 from longwatch.app.ui.validate import InputRejected, check_upload, check_url
+from longwatch.app.ui.webcam import BrowserCamSource
 from longwatch.ingest import IngestError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ class Handlers:
     allowed_schemes: tuple[str, ...]
     preload: str | None = None
     """A video every new session starts with (the demo's sample)."""
+    thinking_model: bool = False
+    """The model is a Thinking checkpoint: its answers open with reasoning (app.ui.reasoning)."""
+    webcam_time_limit_s: float = 0.0
+    """ui.webcam_time_limit_s: the webcam stream's time limit (0: none), named when a stream ends by it."""
+    runs: AnswerRuns = field(default_factory=AnswerRuns)
+    """The answers streaming now, for the Stop button."""
 
     # ---- sessions ------------------------------------------------------------------------------
 
@@ -65,6 +72,7 @@ class Handlers:
         return self.tick(None, request)
 
     def unload(self, request: gr.Request) -> None:
+        self.runs.forget(request.session_hash)
         try:
             self.manager.close(request.session_hash)
         except Exception:  # the tab is gone; nothing to show, but the server must go on
@@ -122,6 +130,24 @@ class Handlers:
         except Exception as e:  # a malformed frame must not end the stream event with a traceback
             log.warning("webcam frame rejected: %s", e, exc_info=True)
 
+    def webcam_ended(self, request: gr.Request) -> None:
+        """The webcam's stream event ended (time limit, Record stopped): refreshes say so if no frame follows."""
+        session = self.manager.get(request.session_hash)
+        cam = session.cam if session is not None else None
+        if cam is not None:
+            end = cam.stream_ended()
+            log.info("webcam stream of session %s ended after %.0f s", session.id, end.ran_s)
+
+    def _webcam_idle(self, cam: BrowserCamSource, idle: float) -> str:
+        """Why no webcam frame came for `idle` seconds: the stream's time limit, or the user paused the camera."""
+        limit, end = self.webcam_time_limit_s, cam.last_end
+        # ran_s counts from the event's first frame, which comes a moment after the event starts
+        if limit and end is not None and end.at >= cam.last_frame_at and end.ran_s >= limit - 2.0:
+            span = f"{limit / 60:g}-minute" if limit % 60 == 0 else f"{limit:g}-second"
+            return (f"Webcam stopped at {time.strftime('%H:%M', time.localtime(end.wall))} after the {span} "
+                    "limit (ui.webcam_time_limit_s); press Record to continue. Memory keeps what it saw.")
+        return f"Webcam paused: no frame for {idle:.0f} s. Memory keeps what it saw; press record to resume."
+
     # ---- answers -------------------------------------------------------------------------------
 
     def ask(self, question: str, play_pos: float | None, history: Chat | None,
@@ -145,20 +171,33 @@ class Handlers:
         # a player the browser cannot play (an mkv, say) has no position: then "now" is the end of memory
         where = "play position" if now is not None else "end of the video" if kind == "upload" else "live edge"
         chat.append({"role": "user", "content": f"{linkify(q)}\n\n<small>asked at {format_clock(at)} · {where}</small>"})
-        chat.append({"role": "assistant", "content": "…"})
-        yield list(chat), ""  # a fresh list per step: each yield is its own snapshot of the chat
-        for up in stream_answer(lambda on_text, stop: session.ask(q, on_text, now, stop)):
-            if up.error:
-                chat[-1] = {"role": "assistant", "content": panels.error_html(up.error)}
-            elif up.answer is not None:
-                a = up.answer
-                strip = panels.evidence_html(a.evidence, session.thumbnail)
-                foot = (f"first token {a.ttft_s * 1000:.0f} ms · {len(a.token_ids)} tokens · "
-                        f"{a.context_tokens} context tokens")
-                chat[-1] = {"role": "assistant", "content": panels.answer_html(up.text, strip, foot)}
-            else:
-                chat[-1] = {"role": "assistant", "content": linkify(up.text) + " ▍"}
-            yield list(chat), ""
+        yield chat + [{"role": "assistant", "content": "…"}], ""  # a fresh list per step: each its own snapshot
+        key = request.session_hash
+        stop = self.runs.start(key)
+        # Stop that came while the question waited in the queue ends it before the model is asked
+        updates = ([AnswerUpdate("", stopped=True)] if stop.is_set() else
+                   stream_answer(lambda on_text, should_stop: session.ask(q, on_text, now, should_stop), stop=stop))
+        try:
+            for up in updates:
+                yield chat + panels.answer_messages(up, session.thumbnail, self.thinking_model), ""
+        finally:
+            self.runs.end(key, stop)
+
+    def stop(self, request: gr.Request) -> Any:
+        """The Stop button: this tab's answers stop after their model's current token (a queued one at once)."""
+        if self.runs.stop(request.session_hash):
+            log.info("answer stopped by the user")
+        return gr.update(interactive=False)  # until the answer has ended and Stop is hidden
+
+    def stop_shown(self, request: gr.Request) -> Any:
+        """A question was sent: Stop appears, armed for its answer (queued or streaming)."""
+        self.runs.arm(request.session_hash)
+        return gr.update(visible=True, interactive=True)
+
+    @staticmethod
+    def stop_hidden() -> Any:
+        """And goes once it has ended."""
+        return gr.update(visible=False)
 
     # ---- live panels ---------------------------------------------------------------------------
 
@@ -181,8 +220,7 @@ class Handlers:
             if status is not None and status.kind == "webcam" and cam and cam.last_frame_at is not None:
                 idle = time.monotonic() - cam.last_frame_at
                 if idle > WEBCAM_PAUSED_S:
-                    source += panels.notice_html("info", f"Webcam paused: no frame for {idle:.0f} s. "
-                                                 "Memory keeps what it saw; press record to resume.")
+                    source += panels.notice_html("info", self._webcam_idle(cam, idle))
             return (source, panels.memory_html(status, play_pos),
                     panels.now_label(session.kind, play_pos, status.t_last if status else 0.0))
         except Exception as e:  # never a traceback in the page, even from a panel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import gradio as gr
 
@@ -21,9 +22,10 @@ def demo_banner(model: str) -> str:
         "<code>longwatch ui --model Qwen/Qwen3-VL-2B-Instruct</code></div>")
 
 
-def build(handlers: Handlers, *, fps: float, max_sessions: int, webcam_time_limit_s: int,
+def build(handlers: Handlers, *, fps: float, max_sessions: int, webcam_time_limit_s: float = 0.0,
           banner: str | None = None) -> gr.Blocks:
-    """Wire the page to `handlers`. `fps` sets how often the webcam sends a frame."""
+    """Wire the page to `handlers`. `fps` sets how often the webcam sends a frame; `webcam_time_limit_s`
+    (0: none) how long one webcam stream event may run (ui.webcam_time_limit_s)."""
     h = handlers
     # uploads pile up in Gradio's temporary folder: drop them a day after upload (ingest is long done
     # by then); the preloaded sample is a default value, which Gradio never deletes
@@ -57,6 +59,7 @@ def build(handlers: Handlers, *, fps: float, max_sessions: int, webcam_time_limi
                                           elem_id="lw-question", submit_btn=False, lines=1, container=False)
                     now = gr.HTML(elem_id="lw-now-box")
                     ask = gr.Button("Ask", variant="primary", scale=1, min_width=70, elem_id="lw-ask")
+                    stop = gr.Button("Stop", variant="stop", scale=1, min_width=70, elem_id="lw-stop", visible=False)
         play_pos = gr.Number(visible=False)
         timer = gr.Timer(REFRESH_S)
 
@@ -64,14 +67,24 @@ def build(handlers: Handlers, *, fps: float, max_sessions: int, webcam_time_limi
         demo.unload(h.unload)
         video.upload(h.upload, [video], [source, chat])
         video.clear(h.clear_source, None, [source], show_progress="hidden")
-        cam.stream(h.webcam_frame, [cam], None, stream_every=min(0.5, 1.0 / fps),
-                   time_limit=webcam_time_limit_s, concurrency_limit=max_sessions, show_progress="hidden")
+        # one stream event per recording tab, held while it sends frames: Gradio closes it when the tab closes,
+        # Record stops or no frame comes for 30 s; at its time limit (if any) the page opens a new one
+        limit = max(1, round(webcam_time_limit_s)) if webcam_time_limit_s > 0 else None
+        streaming = cam.stream(h.webcam_frame, [cam], None, stream_every=min(0.5, 1.0 / fps), time_limit=limit,
+                               concurrency_limit=max_sessions, show_progress="hidden")
+        streaming.then(h.webcam_ended, None, None, show_progress="hidden", api_visibility="private")
         for trigger in (connect.click, url.submit):
             trigger(h.connect, [url], [source, chat], show_progress="hidden")
         disconnect.click(h.clear_source, None, [source], show_progress="hidden")
+        # Stop shows from the question on (queued or streaming); its click sets the answer's stop flag, so the
+        # model stops decoding and the answer ends on its own, marked stopped with its evidence and timings
+        # (Gradio's `cancels=` would close the event before that last update)
+        quiet: dict[str, Any] = dict(queue=False, show_progress="hidden", api_visibility="private")
         for trigger in (question.submit, ask.click):
-            trigger(h.ask, [question, play_pos, chat], [chat, question], js=ASK_JS,
-                    concurrency_limit=max_sessions, show_progress="hidden")
+            trigger(h.stop_shown, None, [stop], **quiet).then(
+                h.ask, [question, play_pos, chat], [chat, question], js=ASK_JS, concurrency_limit=max_sessions,
+                show_progress="hidden").then(h.stop_hidden, None, [stop], **quiet)
+        stop.click(h.stop, None, [stop], concurrency_limit=None, show_progress="hidden")
         timer.tick(h.tick, [play_pos], [source, memory, now], js=TICK_JS, show_progress="hidden",
                    concurrency_limit=None)
     return demo

@@ -1,12 +1,15 @@
-"""HTML for the live panels: source state, memory per tier, the "now" label and each answer's evidence strip."""
+"""HTML for the live panels (source state, memory per tier, the "now" label) and the chat's answer messages."""
 
 from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from typing import Any
 
 from longwatch.app.schema import format_bytes
+from longwatch.app.ui.answer import AnswerUpdate
+from longwatch.app.ui.reasoning import split_reasoning
 from longwatch.app.ui.thumbs import data_uri
 from longwatch.app.ui.timelinks import format_clock, linkify, seek_link
 from longwatch.app.worker import WorkerStatus
@@ -129,11 +132,53 @@ def evidence_html(evidence: list[Any], thumbnail: Any) -> str:
     return f'<div class="lw-ev"><div class="lw-ev-title">evidence · {len(items)} blocks</div>{"".join(items)}</div>'
 
 
-def answer_html(text: str, evidence: str = "", footer: str = "") -> str:
-    """An assistant message: the answer with seek links, its evidence strip, a small timing line."""
+STOPPED = '<span class="lw-stopped">… (stopped)</span>'
+"""The end of an answer the user stopped."""
+
+
+def answer_html(text: str, evidence: str = "", footer: str = "", stopped: bool = False) -> str:
+    """An assistant message: the answer with seek links (marked when stopped), its evidence strip, a timing line."""
+    body = linkify(text) + (("" if not text or text[-1:].isspace() else " ") + STOPPED if stopped else "")
     foot = f'<div class="lw-foot">{html.escape(footer)}</div>' if footer else ""
-    return f"{linkify(text)}\n\n{evidence}{foot}" if evidence or foot else linkify(text)
+    return f"{body}\n\n{evidence}{foot}" if evidence or foot else body
+
+
+def reasoning_message(text: str, thinking: bool) -> dict[str, Any]:
+    """A Thinking checkpoint's reasoning as the chat's folded "Reasoning" message (a Gradio thought).
+
+    Open with a spinner while it grows (status pending), closed once `</think>` came (done); the answer
+    is the next message.
+    """
+    return {"role": "assistant", "content": linkify(text) + (" ▍" if thinking else ""),
+            "metadata": {"title": "Reasoning", "status": "pending" if thinking else "done"}}
 
 
 def error_html(text: str) -> str:
     return f'<div class="lw-box lw-error">⚠ {html.escape(text)}</div>'
+
+
+def answer_messages(up: AnswerUpdate, thumbnail: Callable[[float], bytes | None],
+                    thinking_model: bool = False) -> list[dict[str, Any]]:
+    """The chat's assistant messages for one answer update: the folded reasoning (if any), then the answer.
+
+    While the model still reasons there is no answer message yet; the last update adds the evidence
+    strip and the timing line, and "… (stopped)" when the user stopped it.
+    """
+    if up.error:
+        return [{"role": "assistant", "content": error_html(up.error)}]
+    split = split_reasoning(up.text, final=up.answer is not None or up.stopped, thinking_model=thinking_model)
+    out = [reasoning_message(split.reasoning, split.thinking)] if split.reasoning is not None else []
+    if split.thinking:
+        return out
+    if up.answer is not None:
+        a = up.answer
+        foot = ("stopped · " if up.stopped else "") + (
+            f"first token {a.ttft_s * 1000:.0f} ms · {len(a.token_ids)} tokens · {a.context_tokens} context tokens")
+        text = split.answer or ("No answer after the reasoning." if split.reasoning is not None and not up.stopped
+                                else "")
+        body = answer_html(text, evidence_html(a.evidence, thumbnail), foot, stopped=up.stopped)
+    elif up.stopped:  # the model was still busy (or never asked) when the page moved on
+        body = answer_html(split.answer, stopped=True)
+    else:
+        body = linkify(split.answer) + " ▍" if split.answer else "…"
+    return out + [{"role": "assistant", "content": body}]

@@ -25,14 +25,15 @@ def create_app(cfg: Any, backbone: Any, preload: str | None = None, banner: str 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machines: no phoning home
     from longwatch.app.ui.events import Handlers
     from longwatch.app.ui.layout import build
+    from longwatch.app.ui.reasoning import is_thinking_model
     from longwatch.app.ui.sessions import Session, SessionManager
 
     ui = cfg.ui
     manager = SessionManager(lambda key: Session(key, backbone, cfg), ui.max_sessions, ui.idle_timeout_s)
-    handlers = Handlers(manager, ui.max_upload_mb, tuple(ui.allowed_schemes), preload)
-    # a webcam stream holds one of the stream event's slots; after this long the user presses record again
+    handlers = Handlers(manager, ui.max_upload_mb, tuple(ui.allowed_schemes), preload,
+                        thinking_model=is_thinking_model(backbone.name), webcam_time_limit_s=ui.webcam_time_limit_s)
     demo = build(handlers, fps=cfg.ingest.fps, max_sessions=ui.max_sessions,
-                 webcam_time_limit_s=int(ui.idle_timeout_s), banner=banner)
+                 webcam_time_limit_s=ui.webcam_time_limit_s, banner=banner)
     # every session's refresh, answer and upload may run at once; the model lock orders model calls
     demo.queue(default_concurrency_limit=2 * ui.max_sessions)
     return demo, manager

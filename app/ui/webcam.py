@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,6 +17,16 @@ from longwatch.ingest.sources import Frame, Select, Source
 _QUEUE_FRAMES = 16
 PAUSE_S = 2.0
 """Frames further apart than this (the user paused the camera) end one read, like a reconnect."""
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    at: float
+    """time.monotonic() when the page's stream event ended."""
+    wall: float
+    """The same moment as time.time(), for the page's message."""
+    ran_s: float
+    """Seconds from the event's first frame to its end."""
 
 
 class BrowserCamSource(Source):
@@ -38,6 +49,10 @@ class BrowserCamSource(Source):
         self.dropped = 0
         self.last_frame_at: float | None = None
         """time.monotonic() of the newest frame pushed, None before the first."""
+        self.run_started_at: float | None = None
+        """time.monotonic() of the first frame of the page's current stream event (None between events)."""
+        self.last_end: StreamEnd | None = None
+        """How the page's last stream event ended, None before the first end."""
         self._frames: queue.Queue[Frame] = queue.Queue(_QUEUE_FRAMES)
         self._resumed: Frame | None = None
         self._t0: float | None = None
@@ -51,6 +66,8 @@ class BrowserCamSource(Source):
         if self._t0 is None:
             self._t0 = now
         self.last_frame_at = now
+        if self.run_started_at is None:
+            self.run_started_at = now
         t = now - self._t0
         item = (np.array(frame[..., :3]), t)  # a copy: Gradio's array is read-only
         while True:
@@ -63,6 +80,15 @@ class BrowserCamSource(Source):
                     self.dropped += 1
                 except queue.Empty:
                     pass
+
+    def stream_ended(self, now: float | None = None, wall: float | None = None) -> StreamEnd:
+        """The page's stream event ended (Gradio's time limit, Record stopped, the tab gone); frames may follow
+        in a new event. Returns (and keeps as `last_end`) when it ended and how long it ran."""
+        now = time.monotonic() if now is None else now
+        ran = now - self.run_started_at if self.run_started_at is not None else 0.0
+        self.run_started_at = None
+        self.last_end = StreamEnd(now, time.time() if wall is None else wall, ran)
+        return self.last_end
 
     def read(self, select: Select) -> Iterator[Frame]:
         last: float | None = None
