@@ -44,11 +44,15 @@ class MemoryConfig:
     """streammem / infinipot: share of a block's tokens kept when it is compressed."""
     answer_tokens: int = 512
     """Device budget reserved for question and answer tokens."""
+    answer_copy_budget: int = _bytes(256 * 2**20)
+    """An answer whose cache (plus its answer) fits this many bytes decodes on a private copy of it, outside
+    the tiers' budgets, so its stream goes on ingesting while it answers; a larger one decodes in place and
+    the stream waits. 0 = always in place."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy: unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})")
-        for name in ("device_budget", "host_budget", "disk_budget"):
+        for name in ("device_budget", "host_budget", "disk_budget", "answer_copy_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")
         if self.sink_blocks < 0:

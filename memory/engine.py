@@ -188,7 +188,7 @@ class Answerer:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False, copy_limit: int = 0) -> Answer:
+            window_only: bool = False, copy_limit: int | None = None) -> Answer:
         """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
 
         `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. `until` hides
@@ -199,19 +199,21 @@ class Answerer:
         Locks: this stream's lock, then the model lock for each forward only (retrieval, the question's
         prefill, every decode step), so other streams encode between this answer's tokens. The stream
         itself stays held until the answer ends, unless its question cache plus the answer fits
-        `copy_limit` bytes: then decoding runs on a copy of that cache (outside the stream's budget, like
-        a batch copy) and the stream goes on ingesting and being watched meanwhile; the answer is about
-        the memory as it stood when the question came.
+        `copy_limit` bytes (default: memory.answer_copy_budget): then decoding runs on a copy of that cache
+        (outside the tiers' budgets, like a batch copy; its time counts in ttft_s) and the stream goes on
+        ingesting and being watched meanwhile; the answer is the memory's as it stood when the question came.
         """
         store = self.store
+        copy_limit = self.cfg.answer_copy_budget if copy_limit is None else copy_limit
         with contextlib.ExitStack() as held:
             held.enter_context(store.lock)
             prep = self._prepare(question, now, sampling, until, window_only, held)
-            cache, copied = store.cache, 0
+            cache, copied, t_copy = store.cache, 0, time.perf_counter()
             need = (cache.length + prep.sampling.max_new_tokens) * cache.bytes_per_token
             if copy_limit and need <= copy_limit:
                 cache, copied = cache.copy(cache.length + prep.sampling.max_new_tokens), need
                 held.close()  # the question leaves the stream's cache, and the stream is free
+            t_copy = time.perf_counter() - t_copy
             out: DecodeResult = decode(self.bb.model, cache, prep.logits, prep.next_position, self.bb.tokenizer,
                                        self.bb.layout.stop_ids, prep.sampling, on_text, keep_logits, should_stop,
                                        prep.visible, turn=self.bb.lock)
@@ -219,7 +221,7 @@ class Answerer:
             store.note_distance(prep.distance + len(out.token_ids))
             store.advance_clock()
             memory = store.refresh_stats()
-        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=prep.retrieval_s + prep.prefill_s + out.first_token_s,
+        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=prep.retrieval_s + prep.prefill_s + t_copy + out.first_token_s,
                       prefill_s=prep.prefill_s, decode_s=out.decode_s, retrieval_s=prep.retrieval_s,
                       evidence=prep.evidence, memory=memory, stopped=out.stopped, logits=out.logits,
                       question_tokens=prep.question_tokens, context_tokens=prep.context_tokens, kept=prep.kept,

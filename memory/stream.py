@@ -81,7 +81,7 @@ class MemoryStream:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False, copy_limit: int = 0) -> Answer:
+            window_only: bool = False, copy_limit: int | None = None) -> Answer:
         """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit`)."""
         return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only,
                                  copy_limit)

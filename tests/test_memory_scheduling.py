@@ -103,11 +103,10 @@ def test_an_answer_on_a_copy_frees_its_stream_and_equals_the_answer_in_place(tin
     for p in _patches(1, 6):
         ms.ingest(p)
     length, samp = ms.cache.length, Sampling(max_new_tokens=6)
-    in_place, free_in_place = [], []
-    a = ms.ask("What happened?", keep_logits=True, sampling=samp, on_text=_probe_free(ms, free_in_place))
-    b = ms.ask("What happened?", keep_logits=True, sampling=samp, on_text=_probe_free(ms, in_place),
-               copy_limit=64 * MB)
-    assert free_in_place == [False] and in_place == [True]
+    on_copy, free_in_place = [], []
+    a = ms.ask("What happened?", keep_logits=True, sampling=samp, on_text=_probe_free(ms, free_in_place), copy_limit=0)
+    b = ms.ask("What happened?", keep_logits=True, sampling=samp, on_text=_probe_free(ms, on_copy))  # memory.answer_copy_budget
+    assert free_in_place == [False] and on_copy == [True]
     assert a.copied_bytes == 0 and b.copied_bytes > 0
     assert a.token_ids == b.token_ids and len(a.logits) == len(b.logits)
     assert max((x - y).abs().max().item() for x, y in zip(a.logits, b.logits)) < 1e-5
@@ -171,7 +170,7 @@ def test_other_streams_encode_between_the_decode_steps_of_an_answer_in_place(tin
         if count[0] == 2:
             b_done.wait(10.0)  # with the model held for the whole answer this waits in vain
 
-    r = a.ask("What happened?", sampling=Sampling(max_new_tokens=12), on_text=on_text)
+    r = a.ask("What happened?", sampling=Sampling(max_new_tokens=12), on_text=on_text, copy_limit=0)
     assert b_done.wait(10.0)
     assert len(r.token_ids) == 12 and tokens_when_done and tokens_when_done[0] < 12
 

@@ -237,8 +237,7 @@ class ChatService:
         until = min((t for t in (plan.at, plan.until) if t is not None), default=None)
         try:
             return stream.worker.memory.ask(plan.question, on_text=on_text, now=plan.at, sampling=plan.sampling,
-                                            should_stop=should_stop, until=until,
-                                            copy_limit=int(self.cfg.serve.answer_copy_mb * 2**20))
+                                            should_stop=should_stop, until=until)
         except ValueError as e:  # nothing visible yet, a question too long for the answer reserve
             raise APIError(400, str(e), "invalid_question") from None
 

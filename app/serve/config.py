@@ -50,10 +50,6 @@ class ServeConfig:
     batch_streams: bool = True
     """Encode the waiting patches of all streams in one batched forward per step (memory.multistream);
     false: each stream encodes alone, still one forward at a time. FA2 models encode alone either way."""
-    answer_copy_mb: float = 256.0
-    """An answer whose question cache (plus the answer) is at most this size decodes on a private copy of
-    it, so its stream goes on encoding and being watched during the answer; a larger one decodes in place
-    and its stream waits for it. 0 = always in place. The copy is outside the memory budgets."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -64,8 +60,6 @@ class ServeConfig:
         for name in ("request_timeout_s", "video_idle_s", "max_fps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.answer_copy_mb < 0:
-            raise ValueError(f"answer_copy_mb: must be >= 0, got {self.answer_copy_mb}")
         if self.reasoning_parser not in REASONING_PARSERS:
             raise ValueError(f"reasoning_parser: {self.reasoning_parser!r} is not one of {', '.join(REASONING_PARSERS)}")
         bad = [s for s in self.allowed_schemes if s in ("file", "") or not s.isalnum()]

@@ -27,14 +27,18 @@ def create_app(cfg: Any, backbone: Any, preload: str | None = None, banner: str 
     from longwatch.app.ui.layout import build
     from longwatch.app.ui.reasoning import is_thinking_model
     from longwatch.app.ui.sessions import Session, SessionManager
+    from longwatch.memory.multistream import BatchEncoder
 
     ui = cfg.ui
-    manager = SessionManager(lambda key: Session(key, backbone, cfg), ui.max_sessions, ui.idle_timeout_s)
+    encoder = BatchEncoder(name="ui-encoder")  # every session's patches, batched; lives as long as the app
+    manager = SessionManager(lambda key: Session(key, backbone, cfg, encoder=encoder), ui.max_sessions,
+                             ui.idle_timeout_s)
     handlers = Handlers(manager, ui.max_upload_mb, tuple(ui.allowed_schemes), preload,
                         thinking_model=is_thinking_model(backbone.name), webcam_time_limit_s=ui.webcam_time_limit_s)
     demo = build(handlers, fps=cfg.ingest.fps, max_sessions=ui.max_sessions,
                  webcam_time_limit_s=ui.webcam_time_limit_s, banner=banner)
-    # every session's refresh, answer and upload may run at once; the model lock orders model calls
+    # every session's refresh, answer and upload may run at once; the model lock orders model calls, one
+    # forward at a time (answers token by token), so no session's camera waits for another's whole answer
     demo.queue(default_concurrency_limit=2 * ui.max_sessions)
     return demo, manager
 

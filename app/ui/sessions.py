@@ -1,7 +1,8 @@
 """Per-browser-session state (its own source, ingest thread and MemoryStream) and the registry that bounds it.
 
-One shared Backbone serves every session (its lock serialises model calls); nothing else is shared,
-so one user's stream, memory, thumbnails and errors never reach another's page.
+One shared Backbone serves every session (its lock serialises model calls, one forward at a time), and one
+BatchEncoder batches their patches; nothing else is shared, so one user's stream, memory, thumbnails and
+errors never reach another's page.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ class Session:
     one timeline). `last_active` moves on user actions only (see SessionManager).
     """
 
-    def __init__(self, key: str, backbone: Any, cfg: Any, clock: Clock = time.monotonic) -> None:
-        self.key, self.bb, self.cfg, self.clock = key, backbone, cfg, clock
+    def __init__(self, key: str, backbone: Any, cfg: Any, clock: Clock = time.monotonic,
+                 encoder: Any | None = None) -> None:
+        """`encoder`: a memory.multistream.BatchEncoder shared by the sessions of one backbone (None: each
+        session encodes its own patches, still one forward at a time)."""
+        self.key, self.bb, self.cfg, self.clock, self.encoder = key, backbone, cfg, clock, encoder
         self.id = f"s{next(_ids)}"
         self.last_active = clock()
         self.worker: IngestWorker | None = None
@@ -83,7 +87,7 @@ class Session:
                 stream.close()
                 raise
             self.cam = cam
-            self.worker = IngestWorker(kind, stream, memory, Thumbnails())
+            self.worker = IngestWorker(kind, stream, memory, Thumbnails(), encoder=self.encoder)
             return self.worker
 
     def start_file(self, path: str) -> IngestWorker:
