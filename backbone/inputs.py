@@ -1,4 +1,5 @@
-"""Model inputs: patch preprocessing without torchvision, M-RoPE positions, the prompt layout, RoPE shifts of keys.
+"""Model inputs: patch preprocessing without torchvision, M-RoPE positions, the prompt layout, RoPE shifts of keys,
+and segments packed into one forward's inputs with the mask that hides cached slots.
 
 Preprocessing matches `Qwen3VLVideoProcessor` on CPU: bicubic antialiased resize of uint8 frames (torchvision's
 tensor resize calls the same `torch.nn.functional.interpolate` kernel), /255, mean 0.5, std 0.5,
@@ -244,3 +245,48 @@ def rope_text(rotary_emb: torch.nn.Module, x: torch.Tensor, positions: torch.Ten
     cos, sin = cos[0].float()[:, None], sin[0].float()[:, None]  # [tokens, 1, head_dim]
     xf = x.float()
     return (xf * cos + rotate_half(xf) * sin).transpose(0, 1)
+
+
+def pack(segments: list[Segment], offset: int) -> tuple[dict, torch.Tensor, int]:
+    """Concatenate segments into model inputs with absolute positions starting at `offset`."""
+    ids, types, pos, pixels, grids = [], [], [], [], []
+    cur = offset
+    for seg in segments:
+        ids.append(seg.input_ids)
+        types.append(seg.token_types)
+        pos.append(seg.positions + cur)
+        cur += seg.span
+        if seg.pixel_values is not None:
+            pixels.append(seg.pixel_values)
+            grids.append(seg.grid_thw)
+    positions = torch.cat(pos, dim=1)
+    inputs = {
+        "input_ids": torch.cat(ids)[None],
+        "mm_token_type_ids": torch.cat(types)[None],
+        "position_ids": positions[:, None, :],
+    }
+    if pixels:
+        inputs["pixel_values_videos"] = torch.cat(pixels)
+        inputs["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
+    return inputs, positions, cur
+
+
+def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torch.Tensor:
+    """A [1, 1, new, past + new] attention mask: cached slots where `visible` [past] is True, then causal.
+
+    Boolean for SDPA (True = attend), additive float for eager; flash-attention-2 takes no such mask.
+    transformers passes a 4D mask through unchanged, so this hides cached slots without touching the model.
+    """
+    impl = model.config._attn_implementation  # noqa: SLF001 - transformers exposes the backend only so
+    if impl not in ("sdpa", "eager"):
+        raise ValueError(f"this question hides cached slots (until=: an upload encoded ahead of its player), which "
+                         f"needs model.attn sdpa or eager; the model runs {impl}")
+    past = visible.numel()
+    mask = torch.ones(new, past + new, dtype=torch.bool, device=visible.device)
+    mask[:, :past] = visible.bool()
+    mask[:, past:] = torch.tril(mask[:, past:])
+    mask = mask[None, None]
+    if impl == "eager":
+        dtype = next(model.parameters()).dtype
+        mask = torch.where(mask, 0.0, torch.finfo(dtype).min).to(dtype)
+    return mask

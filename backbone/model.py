@@ -21,11 +21,15 @@ from typing import Callable
 
 import numpy as np
 import torch
+from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 from transformers.cache_utils import Cache
+from transformers.generation.streamers import BaseStreamer
 
 from longwatch.backbone.cache import KVCache
-from longwatch.backbone.config import ModelConfig
-from longwatch.backbone.inputs import PromptLayout, Segment, preprocess_patch, timestamp_text, vision_tokens
+from longwatch.backbone.config import ModelConfig, Sampling, checkpoint_sampling
+from longwatch.backbone.inputs import PromptLayout, Segment, key_mask_4d, pack, preprocess_patch, timestamp_text, \
+    vision_tokens
 from longwatch.backbone.loading import LoadedModel, load_model
 
 
@@ -37,51 +41,6 @@ class PrefillResult:
     """Position where the next segment starts (offset + sum of spans)."""
     positions: torch.Tensor
     """[3, L] absolute positions used for this call."""
-
-
-def pack(segments: list[Segment], offset: int) -> tuple[dict, torch.Tensor, int]:
-    """Concatenate segments into model inputs with absolute positions starting at `offset`."""
-    ids, types, pos, pixels, grids = [], [], [], [], []
-    cur = offset
-    for seg in segments:
-        ids.append(seg.input_ids)
-        types.append(seg.token_types)
-        pos.append(seg.positions + cur)
-        cur += seg.span
-        if seg.pixel_values is not None:
-            pixels.append(seg.pixel_values)
-            grids.append(seg.grid_thw)
-    positions = torch.cat(pos, dim=1)
-    inputs = {
-        "input_ids": torch.cat(ids)[None],
-        "mm_token_type_ids": torch.cat(types)[None],
-        "position_ids": positions[:, None, :],
-    }
-    if pixels:
-        inputs["pixel_values_videos"] = torch.cat(pixels)
-        inputs["video_grid_thw"] = torch.tensor(grids, dtype=torch.long)
-    return inputs, positions, cur
-
-
-def key_mask_4d(model: torch.nn.Module, visible: torch.Tensor, new: int) -> torch.Tensor:
-    """A [1, 1, new, past + new] attention mask: cached slots where `visible` [past] is True, then causal.
-
-    Boolean for SDPA (True = attend), additive float for eager; flash-attention-2 takes no such mask.
-    transformers passes a 4D mask through unchanged, so this hides cached slots without touching the model.
-    """
-    impl = model.config._attn_implementation  # noqa: SLF001 - transformers exposes the backend only so
-    if impl not in ("sdpa", "eager"):
-        raise ValueError(f"this question hides cached slots (until=: an upload encoded ahead of its player), which "
-                         f"needs model.attn sdpa or eager; the model runs {impl}")
-    past = visible.numel()
-    mask = torch.ones(new, past + new, dtype=torch.bool, device=visible.device)
-    mask[:, :past] = visible.bool()
-    mask[:, past:] = torch.tril(mask[:, past:])
-    mask = mask[None, None]
-    if impl == "eager":
-        dtype = next(model.parameters()).dtype
-        mask = torch.where(mask, 0.0, torch.finfo(dtype).min).to(dtype)
-    return mask
 
 
 @torch.no_grad()
@@ -111,26 +70,18 @@ def prefill(model: torch.nn.Module, cache: Cache, segments: list[Segment], offse
 
 
 @torch.no_grad()
-def step(model: torch.nn.Module, cache: Cache, token: int, position: int,
+def step(model: torch.nn.Module, cache: Cache, token: int | torch.Tensor, position: int,
          visible: torch.Tensor | None = None) -> torch.Tensor:
-    """Feed one text token at `position` (all three axes); return its logits [vocab]."""
+    """Feed one text token (an id, or a 0-d tensor left on the device) at `position` (all three axes); return
+    its logits [vocab]."""
     device = next(model.parameters()).device
-    ids = torch.tensor([[token]], device=device)
+    ids = token.view(1, 1).to(device) if isinstance(token, torch.Tensor) else torch.tensor([[token]], device=device)
     pos = torch.full((3, 1, 1), position, dtype=torch.long, device=device)
     types = torch.zeros_like(ids, dtype=torch.int32)
     extra = {} if visible is None else {"attention_mask": key_mask_4d(model, visible.to(device), 1)}
     out = model(input_ids=ids, position_ids=pos, mm_token_type_ids=types, past_key_values=cache,
                 use_cache=True, logits_to_keep=1, **extra)
     return out.logits[0, -1].float()
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0
-    """0 = greedy."""
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    seed: int = 0
 
 
 @dataclass
@@ -146,30 +97,40 @@ class DecodeResult:
     """Per-step logits [vocab] when asked for (fidelity measures)."""
 
 
-def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:
-    """Pick the next token from logits [vocab]."""
-    if sampling.temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    if sampling.top_p < 1.0:
-        sorted_p, idx = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < sampling.top_p
-        keep[0] = True
-        probs = torch.zeros_like(probs).scatter_(0, idx[keep], sorted_p[keep])
-        probs /= probs.sum()
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+def processors(sampling: Sampling) -> LogitsProcessorList:
+    """transformers' logits processors for `sampling`, in generate()'s order (penalty, then the warpers)."""
+    out = LogitsProcessorList()
+    if sampling.repetition_penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    if sampling.temperature > 0:
+        out += [TemperatureLogitsWarper(sampling.temperature)] + \
+            ([TopKLogitsWarper(sampling.top_k)] if sampling.top_k > 0 else []) + \
+            ([TopPLogitsWarper(sampling.top_p)] if sampling.top_p < 1.0 else []) + \
+            ([MinPLogitsWarper(sampling.min_p)] if sampling.min_p > 0 else [])
+    return out
 
 
-class TextStreamer:
-    """Incremental detokenisation: emits only the new text after each token (multi-byte safe)."""
+def pick(logits: torch.Tensor, previous: torch.Tensor, procs: LogitsProcessorList,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """The next token as a 0-d tensor on the logits' device (no host sync): argmax, or a draw when sampling."""
+    scores = procs(previous[None], logits.float()[None])[0]
+    if generator is None:
+        return torch.argmax(scores)
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[0]
+
+
+class AnswerStreamer(BaseStreamer):
+    """transformers' streamer interface over incremental detokenisation: `put` token ids, get only the new text
+    in `callback` (multi-byte safe); `end` settles the whole text."""
 
     def __init__(self, tokenizer, callback: Callable[[str], None] | None) -> None:
         self.tokenizer, self.callback = tokenizer, callback
         self.ids: list[int] = []
         self.text = ""
 
-    def push(self, token_id: int) -> None:
-        self.ids.append(token_id)
+    def put(self, value: int | list[int] | torch.Tensor) -> None:
+        self.ids += value.flatten().tolist() if isinstance(value, torch.Tensor) else \
+            [value] if isinstance(value, int) else list(value)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
             return
@@ -177,47 +138,66 @@ class TextStreamer:
         if new and self.callback:
             self.callback(new)
 
-    def finish(self) -> str:
+    def end(self) -> None:
         self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        return self.text
 
 
 def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, position: int, tokenizer,
            stop_ids: list[int], sampling: Sampling, on_text: Callable[[str], None] | None = None,
            keep_logits: bool = False, should_stop: Callable[[], bool] | None = None,
-           visible: torch.Tensor | None = None, turn: AbstractContextManager | None = None) -> DecodeResult:
+           visible: torch.Tensor | None = None, turn: AbstractContextManager | None = None,
+           sync_every: int | None = None) -> DecodeResult:
     """Generate after a prefill whose last logits are `first_logits`; the next token sits at `position`.
 
     Appends generated tokens to `cache` (the caller truncates it afterwards if answers are transient).
     `visible` [cache length] hides cached slots (see key_mask_4d); new tokens are visible. `turn`, when
     given, is held for each step's forward only (the model lock: other streams encode between tokens).
+    Tokens stay on the device (sampling and the next step's input need no host copy); they are copied to
+    the host with the first token and then every `sync_every` (default 1 on CPU, where a copy is free,
+    8 on CUDA) to stream their text and find an end-of-turn token, so on CUDA up to sync_every - 1 steps
+    after it are computed and dropped.
     """
     turn = turn if turn is not None else contextlib.nullcontext()
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
-    streamer = TextStreamer(tokenizer, on_text)
-    logits, stopped, first_s = first_logits, False, 0.0
+    t0, device = time.perf_counter(), first_logits.device
+    sync = sync_every or (8 if device.type == "cuda" else 1)
+    gen = torch.Generator(device).manual_seed(sampling.seed) if sampling.temperature > 0 else None
+    procs, streamer, limit = processors(sampling), AnswerStreamer(tokenizer, on_text), sampling.max_new_tokens
+    ids = torch.empty(limit, dtype=torch.long, device=device)
+    logits, first_s, n = first_logits, 0.0, 0
     kept: list[torch.Tensor] = []
-    for i in range(sampling.max_new_tokens):
+
+    def flush(shown: int, n: int) -> tuple[int, bool]:
+        """Copy tokens [shown, n) to the host (the one sync); stream them up to an end-of-turn token."""
+        new = ids[shown:n].tolist()
+        cut = next((j for j, t in enumerate(new) if t in stop_ids), None)
+        if new[: len(new) if cut is None else cut]:
+            streamer.put(new[: len(new) if cut is None else cut])
+        return (n, False) if cut is None else (shown + cut, True)
+
+    shown, stopped = 0, False
+    while n < limit:
         if keep_logits:
             kept.append(logits.detach().float().cpu())
-        token = sample(logits, sampling, gen)
-        if i == 0:
-            first_s = time.perf_counter() - t0
-        if token in stop_ids:
-            stopped = True
+        token = pick(logits, ids[:n], procs, gen)
+        ids[n] = token
+        n += 1
+        if n == 1 or n - shown >= sync:
+            shown, stopped = flush(shown, n)
+            n = shown if stopped else n
+            first_s = first_s or time.perf_counter() - t0  # after the first copy: the token exists then
+        if stopped or (should_stop is not None and should_stop()) or n == limit:
             break
-        streamer.push(token)
-        if should_stop is not None and should_stop():
-            break
-        if i + 1 < sampling.max_new_tokens:
-            if visible is not None:
-                visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
-            with turn:
-                logits = step(model, cache, token, position, visible)
-            position += 1
-    return DecodeResult(token_ids=streamer.ids, text=streamer.finish(), stopped=stopped, first_token_s=first_s,
-                        decode_s=time.perf_counter() - t0, logits=kept)
+        if visible is not None:
+            visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
+        with turn:
+            logits = step(model, cache, token, position, visible)
+        position += 1
+    if not stopped and shown < n:
+        shown, stopped = flush(shown, n)
+        n = shown
+    streamer.end()
+    return DecodeResult(token_ids=streamer.ids[:n], text=streamer.text, stopped=stopped, first_token_s=first_s,
+                        decode_s=time.perf_counter() - t0, logits=kept[:n + stopped])
 
 
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -349,6 +329,8 @@ class Backbone:
                            getattr(text, "head_dim", text.hidden_size // text.num_attention_heads),
                            text.num_attention_heads, self.dtype)
         self.rotary_emb = self.model.model.language_model.rotary_emb
+        self.sampling = checkpoint_sampling(self.cfg, getattr(self.model, "generation_config", None))
+        """How answers decode unless a caller says otherwise: the config, its unset keys from the checkpoint."""
         self.lock = FairRLock()
         """Serialises model calls across streams (hooks and the model's buffers are shared state), one
         forward at a time and in arrival order: answers hold it per decode step, not per answer."""
@@ -366,9 +348,6 @@ class Backbone:
         """Positions the language model was trained on (text_config.max_position_embeddings: 262,144 for Qwen3-VL)."""
         return int(self.model.config.text_config.max_position_embeddings)
 
-    @property
-    def sampling(self) -> Sampling:
-        return Sampling(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, self.cfg.seed)
 
     def new_cache(self, max_tokens: int | None = None) -> KVCache:
         d = self.dims

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     setattr(args, "memory.policy", None)
     cfg = config_from_args(args)
     out = results_dir(args.out)
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     patches = list(synthetic_patches(args.minutes, cfg.ingest.fps, cfg.ingest.frame_size))
     segments = [bb.layout.prefix()] + [bb.patch_segment(p.frames, p.t_start, p.t_end, (p.height, p.width), p.t_mid)
                                        for p in patches]

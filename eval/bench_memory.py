@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = results_dir(args.out)
     rss_start = _rss()
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     rss_model = _rss()
     ms = MemoryStream(bb, cfg.memory, stream_id="bench-memory", memory_dir=args.memory_dir)
     timeline, over = [], []

@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, {"memory.policy": "full", "model.temperature": 0.0})
     benches = load_benches(args.bench)
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     runner = Runner(cfg, memory_stream_factory(bb), open_patches_default(cfg))
     streamed = runner.run(benches, args.videos, RunOptions(policies=["full"], max_videos=args.max_videos,
                                                             progress=not args.json))

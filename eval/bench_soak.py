@@ -174,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     cfg = config_from_args(args)
     out = results_dir(args.out)
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     runs = []
     for policy in [p.strip() for p in args.policies.split(",")]:
         with tempfile.TemporaryDirectory(prefix=f"longwatch-soak-{policy}-") as disk:

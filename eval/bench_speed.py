@@ -187,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
     counts = [int(n) for n in args.streams.split(",")]
     cfg = config_from_args(args)
     folder = results_dir(args.out)
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     peak, peak_src = peak_flops(bb.device, bb.dtype)
     runs = []
     for n in counts:

@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     cfg = config_from_args(args)
     out = results_dir(args.out)
-    bb = Backbone.load(cfg.model)
+    bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     t0 = time.perf_counter()
     rows = [run_case(bb, plan, cond, t, args.window, args.threshold, args.within_s)
             for plan, cond, t in cases(args.videos, args.bench_seed)]

@@ -7,6 +7,7 @@ question's cache, decoding, evidence. Both hold no block state: the store does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -329,7 +330,7 @@ class Answerer:
         t_pre = time.perf_counter() - t0 - t_ret
         samp = sampling or self.bb.sampling
         if store.bounded:
-            samp = Sampling(samp.temperature, samp.top_p, min(samp.max_new_tokens, self.cfg.answer_tokens - len(qseg)), samp.seed)
+            samp = dataclasses.replace(samp, max_new_tokens=min(samp.max_new_tokens, self.cfg.answer_tokens - len(qseg)))
         gone = {b.id for b in hidden}
         evidence = [e for e in evidence_of(store.device_blocks, selections, store.blocks) if e.block_id not in gone]
         kept = {b.id: b.kept for b in store.device_blocks if b.kind == "patch" and b.id not in gone}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from longwatch.backbone.inputs import Segment, mrope_positions
-from longwatch.backbone.model import Sampling, decode, pack, prefill
+from longwatch.backbone.inputs import pack
+from longwatch.backbone.model import Sampling, decode, prefill
 from tests.conftest import random_frames
 
 SIZE = (64, 96)  # 2x3 merged tokens per patch

@@ -16,7 +16,7 @@ from longwatch.app.serve.errors import APIError
 from longwatch.app.serve.events import EventBus
 from longwatch.app.serve.security import SourcePolicy, check_bearer, load_api_keys
 from longwatch.app.serve.textflow import TextFlow, join
-from longwatch.backbone.model import TextStreamer
+from longwatch.backbone.model import AnswerStreamer
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 
 from tests.ingest_fixtures import UNRESOLVABLE_HOST
@@ -30,9 +30,9 @@ def tok():
 def _flow(tok, text: str, reasoning: bool, stops: list[str] = (), whole: bool = False) -> tuple:
     """Decode `text`'s token ids as the backbone streams them (one piece per token) through a TextFlow."""
     pieces: list[str] = []
-    streamer = TextStreamer(tok, pieces.append)
+    streamer = AnswerStreamer(tok, pieces.append)
     for i in tok.encode(text):
-        streamer.push(i)
+        streamer.put(i)
     if whole:
         pieces = ["".join(pieces)]
     flow = TextFlow(reasoning, list(stops))

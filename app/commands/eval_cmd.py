@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     warn_if_random_weights(cfg.model.name)
     if args.fidelity:
         fidelity_factory(None, cfg)  # fail before the model loads when eval/fidelity.py is missing
-    backbone = Backbone.load(cfg.model)
+    backbone = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     fid = fidelity_factory(backbone, cfg) if args.fidelity else None
     runner = Runner(cfg, memory_stream_factory(backbone), open_patches_default(cfg), fid, budget_preflight(backbone, cfg))
     videos = args.videos or None

@@ -9,6 +9,7 @@ memory answers one question at a time, so earlier turns and system messages are 
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
@@ -109,14 +110,16 @@ class ChatService:
     # ---- planning -------------------------------------------------------------------------------
 
     def sampling(self, req: ChatRequest) -> Sampling:
-        m, limit = self.cfg.model, self.cfg.serve.max_tokens
-        max_tokens = req.max_completion_tokens or req.max_tokens or m.max_new_tokens
+        """The server's sampling (config, else the checkpoint's generation config) with the request's fields."""
+        base, limit = self.bb.sampling, self.cfg.serve.max_tokens
+        max_tokens = req.max_completion_tokens or req.max_tokens or base.max_new_tokens
         if max_tokens > limit:
             raise APIError(400, f"max_tokens: {max_tokens} is over the server's limit {limit} (serve.max_tokens)",
                            "invalid_request", "max_tokens")
-        temperature = m.temperature if req.temperature is None else req.temperature
-        seed = req.seed if req.seed is not None else (m.seed if temperature == 0 else secrets.randbits(31))
-        return Sampling(temperature, m.top_p if req.top_p is None else req.top_p, max_tokens, seed)
+        temperature = base.temperature if req.temperature is None else req.temperature
+        seed = req.seed if req.seed is not None else (base.seed if temperature == 0 else secrets.randbits(31))
+        asked = {k: getattr(req, k) for k in ("top_p", "top_k", "min_p", "repetition_penalty") if getattr(req, k) is not None}
+        return dataclasses.replace(base, temperature=temperature, max_new_tokens=max_tokens, seed=seed, **asked)
 
     def plan(self, req: ChatRequest) -> Plan:
         """Everything checked; the stream to answer from found or started, and acquired. Blocking (DNS)."""
