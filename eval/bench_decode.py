@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-READER_NAMES = ("decord", "pyav", "opencv")
+READER_NAMES = ("decord", "pyav", "opencv", "torchcodec")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +135,12 @@ def versions() -> dict:
         out["decord"] = decord.__version__
     except ImportError:
         out["decord"] = None
+    try:
+        import torchcodec
+
+        out["torchcodec"] = torchcodec.__version__
+    except (ImportError, RuntimeError):  # RuntimeError: a torchcodec built for another torch fails to load
+        out["torchcodec"] = None
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-READERS = ("auto", "pyav", "decord", "opencv")
+READERS = ("auto", "pyav", "decord", "opencv", "torchcodec")
 
 
 @dataclass(frozen=True)
@@ -15,8 +15,18 @@ class IngestConfig:
     frame_size: str = "448"
     """Per-frame size fixed up front: "S" keeps the aspect ratio inside an SxS pixel budget, "HxW" is exact.
     Both sides are snapped to multiples of 32 (Qwen3-VL patch 16 x merge 2)."""
+    min_pixels: int | None = None
+    """Per-frame pixel floor, qwen-vl-utils' video `min_pixels` (unset: 128 tokens = 131072 when another knob is set).
+    Setting any of min_pixels / max_pixels / total_pixels sizes frames by Qwen's smart_resize rules and ignores
+    frame_size (README "Frame size")."""
+    max_pixels: int | None = None
+    """Per-frame pixel cap, qwen-vl-utils' video `max_pixels`; never above 768 tokens = 786432 (capped, warned)."""
+    total_pixels: int | None = None
+    """Pixel budget of a whole file, qwen-vl-utils' `total_pixels`: per frame at most total_pixels / frames * 2 (frames
+    sampled at fps over the file's duration; two frames share a temporal patch). A live stream has no total: ignored."""
     reader: str = "auto"
-    """File reader: auto (the benchmark winner, see README), pyav, decord or opencv.
+    """File reader: auto (the benchmark winner, see README), pyav, decord, opencv or torchcodec (an optional extra:
+    `pip install longwatch[torchcodec]`, needs the torchcodec release paired with the installed torch).
     The environment variable LONGWATCH_READER overrides it."""
     queue_frames: int = 64
     """Bounded queue between the decode thread and the consumer (frames)."""
@@ -41,6 +51,14 @@ class IngestConfig:
         sides = [int(v) for v in str(self.frame_size).split("x")]
         if min(sides) < 32 or max(sides) > 4096:
             raise ValueError(f"frame_size: sides must be in [32, 4096], got {self.frame_size}")
+        for name in ("min_pixels", "max_pixels", "total_pixels"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1024):
+                raise ValueError(f"{name}: must be a whole number of pixels >= 1024 (one 32x32 token), got {value!r}")
+        floor = 128 * 32 * 32 if self.min_pixels is None else self.min_pixels
+        if self.max_pixels is not None and self.max_pixels < floor:
+            what = "min_pixels" if self.min_pixels is not None else "the default min_pixels (128 tokens)"
+            raise ValueError(f"max_pixels: {self.max_pixels} is below {what}, {floor}")
         if self.reader not in READERS:
             raise ValueError(f"reader: {self.reader!r} is not one of {', '.join(READERS)}")
         if self.queue_frames < 2:

@@ -1,4 +1,4 @@
-"""Video sources: file probing, file readers by registry (PyAV, decord, OpenCV), and the Source classes.
+"""Video sources: file probing, file readers by registry (PyAV, decord, OpenCV, torchcodec), and the Source classes.
 
 `probe` checks a video file before decoding: one specific error per way a file can be unusable.
 A reader yields (RGB frame, seconds) for the frames `select` keeps: it calls `select(t)` once per frame
@@ -27,6 +27,7 @@ import numpy as np
 from longwatch.ingest.clock import LiveClock
 from longwatch.ingest.config import IngestConfig
 from longwatch.ingest.errors import IngestError
+from longwatch.ingest.patches import sampled_frames
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ Frame = tuple[np.ndarray, float]
 
 # Assumed when a file has neither timestamps nor a frame rate: FFmpeg's own default.
 DEFAULT_RATE = 25.0
-# auto = the decode benchmark's winner: sampling 2 fps from a 10-minute 720p30 H.264 file on 2 vCPUs,
-# decord delivered 29.1 frames/s against PyAV's 21.4 and OpenCV's 21.2 (same pixels from all three),
-# at ~370 MiB more peak RSS (eval/results/decode_720p_10min.json; README "Ingest").
+# auto = the decode benchmark's winner among the readers always installed: sampling 2 fps from a 10-minute
+# 720p30 H.264 file on 2 vCPUs, decord delivered 37.5 frames/s against PyAV's 23.1 and OpenCV's 16.9 (same
+# pixels from all), at ~180 MiB more RSS; the optional torchcodec 43.7 (eval/results/decode_720p_10min.json).
 AUTO_READER = "decord"
-FALLBACK_ORDER = ("pyav", "decord", "opencv")
+FALLBACK_ORDER = ("pyav", "decord", "opencv", "torchcodec")
 _DECORD_BATCH_BYTES = 64 * 2**20  # frames fetched per get_batch call: at most 8, and at most this many bytes
 
 
@@ -194,11 +195,19 @@ def read_opencv(path: str, select: Select, stats: ReadStats, rate: float) -> Ite
         cap.release()
 
 
+def read_torchcodec(path: str, select: Select, stats: ReadStats, rate: float) -> Iterator[Frame]:
+    """torchcodec, in its own module (ingest/torchcodec_reader.py), loaded only when this reader runs."""
+    from longwatch.ingest.torchcodec_reader import read_torchcodec as read
+
+    yield from read(path, select, stats, rate)
+
+
 # name -> reader(path, select, stats, rate); rate (frames/s, from the probe) times frames that carry no pts.
 READERS: dict[str, Callable[[str, Select, ReadStats, float], Iterator[Frame]]] = {
     "pyav": read_pyav,
     "decord": read_decord,
     "opencv": read_opencv,
+    "torchcodec": read_torchcodec,
 }
 
 
@@ -283,6 +292,10 @@ class Source(ABC):
     note: str | None = None
     decode_errors: int = 0
 
+    def frames_at(self, fps: float) -> int | None:
+        """Frames sampled at `fps` over the whole source when its length is known (a file), else None (live)."""
+        return None
+
     @abstractmethod
     def read(self, select: Select) -> Iterator[Frame]:
         """One connection: yields frames until the end of the source or the loss of the connection;
@@ -297,12 +310,16 @@ class FileSource(Source):
         self.name = path
         self.info: VideoInfo = probe(path)  # bad files fail here, before any thread starts
         self.reader = choose_reader(cfg.reader)
-        if cfg.realtime and self.reader == "decord":
-            # decord selects every timestamp before the first frame: the stream's live edge (and its lag)
-            # would be the file's end from the start; a sequential reader meets timestamps as it plays
-            log.info("%s: realtime playback reads with pyav instead of decord", path)
+        if cfg.realtime and self.reader in ("decord", "torchcodec"):
+            # decord and torchcodec select every timestamp before the first frame: the stream's live edge (and
+            # its lag) would be the file's end from the start; a sequential reader meets timestamps as it plays
+            log.info("%s: realtime playback reads with pyav instead of %s", path, self.reader)
             self.reader = "pyav"
         self.live = cfg.realtime
+
+    def frames_at(self, fps: float) -> int | None:
+        duration = self.info.duration_s
+        return sampled_frames(duration, fps, self.info.rate) if duration else None
 
     def read(self, select: Select) -> Iterator[Frame]:
         stats = ReadStats()

@@ -25,7 +25,8 @@ import numpy as np
 from longwatch.ingest.config import IngestConfig
 from longwatch.ingest.errors import IngestError
 from longwatch.ingest.network import NetworkSource
-from longwatch.ingest.patches import BoundedBuffer, Closed, PatchBuilder, SourceState, TemporalPatch, TimestampSampler
+from longwatch.ingest.patches import (BoundedBuffer, Closed, PatchBuilder, SourceState, TemporalPatch, TimestampSampler,
+                                     choose_frame_size)
 from longwatch.ingest.sources import FileSource, Source, WebcamSource
 from longwatch.ingest.uri import parse_source, scrub
 
@@ -80,7 +81,8 @@ class PatchStream:
         self.source, self.cfg = source, cfg
         self._buffer: BoundedBuffer[_Item] = BoundedBuffer(max(1, cfg.queue_frames // 2))
         self._sampler = TimestampSampler(cfg.fps)
-        self._builder = PatchBuilder(cfg.frame_size)
+        frames = source.frames_at(cfg.fps)  # a file's frame count: total_pixels spreads over it
+        self._builder = PatchBuilder(cfg.frame_size, lambda h, w: choose_frame_size(h, w, cfg, frames))
         self._lock = threading.Lock()  # generation, sampler, builder, counters
         self._state_lock = threading.RLock()  # state changes and callbacks, in order
         self._listeners: list[StateCallback] = [on_state] if on_state else []

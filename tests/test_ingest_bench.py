@@ -18,9 +18,11 @@ def test_bench_decode_writes_a_complete_report(tmp_path, capsys):
     assert bench_decode.main(args) == 0
     report = json.loads(out.read_text())
     assert report["command"] and report["machine"]["logical_cpus"] >= 1
-    assert {"av", "opencv", "decord", "python"} <= set(report["versions"])
+    assert {"av", "opencv", "decord", "torchcodec", "python"} <= set(report["versions"])
     by_reader = {r["reader"]: r for r in report["results"]}
-    assert set(by_reader) == {"decord", "pyav", "opencv"}
+    assert set(by_reader) == {"decord", "pyav", "opencv", "torchcodec"}
+    if report["versions"]["torchcodec"] is None:  # an optional extra: where it does not load, its run says so
+        assert "torchcodec" in by_reader.pop("torchcodec")["error"]
     for r in by_reader.values():
         assert r["frames_kept"] == 6 and r["kept_frames_per_s"] > 0 and r["peak_rss_mib"] > 0
     # every reader decoded the same frames
