@@ -30,7 +30,14 @@ def add_config_flags(p: argparse.ArgumentParser, *, model: bool = True, ingest: 
         g.add_argument("--fps", dest="ingest.fps", type=float, help="frames sampled per second (default 2)")
         g.add_argument("--frame-size", dest="ingest.frame_size", metavar="S|HxW",
                        help="per-frame size: S (SxS pixel budget, aspect kept) or HxW; multiples of 32")
-        g.add_argument("--reader", dest="ingest.reader", help="file reader: auto, pyav, decord, opencv")
+        g.add_argument("--min-pixels", dest="ingest.min_pixels", type=int, metavar="P",
+                       help="per-frame pixel floor, as qwen-vl-utils (131072 = 128 tokens); overrides --frame-size")
+        g.add_argument("--max-pixels", dest="ingest.max_pixels", type=int, metavar="P",
+                       help="per-frame pixel cap, as qwen-vl-utils (at most 786432 = 768 tokens); "
+                       "overrides --frame-size")
+        g.add_argument("--total-pixels", dest="ingest.total_pixels", type=int, metavar="P",
+                       help="a file's pixel budget, spread over its frames as qwen-vl-utils does; live streams: unused")
+        g.add_argument("--reader", dest="ingest.reader", help="file reader: auto, pyav, decord, opencv, torchcodec")
     if memory:
         g = p.add_argument_group("memory")
         g.add_argument("--policy", dest="memory.policy", help=policy_help)
