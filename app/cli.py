@@ -30,6 +30,7 @@ COMMANDS = {
     "eval": "eval_cmd",
     "make-bench": "make_bench",
     "train": "train",
+    "config": "config_cmd",
 }
 
 

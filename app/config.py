@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from longwatch.app.serve.config import ServeConfig
-from longwatch.eval.config import RunConfig
-from longwatch.eval.config import load_config as load_run_config
+from longwatch.eval.config import Resolved, RunConfig
+from longwatch.eval.config import resolve_config as resolve_run_config
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,17 @@ class Config(RunConfig):
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load `path` (default: the packaged configs/default.yaml), apply dotted `overrides`, validate every section.
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load the layers: configs/default.yaml, `path`, LONGWATCH_<SECTION>__<KEY> variables, dotted `overrides`.
 
     Raises ConfigError naming the bad key or value; a missing file or broken YAML is a ConfigError too.
     """
-    return load_run_config(path, overrides, Config)
+    return resolve_run_config(path, overrides, Config, environ=environ).config
+
+
+def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+                   environ: Mapping[str, str] | None = None,
+                   labels: Mapping[str, str] | None = None) -> Resolved[Config]:
+    """The whole config with where each value came from (`longwatch config show`); see eval/config.py."""
+    return resolve_run_config(path, overrides, Config, environ=environ, labels=labels)

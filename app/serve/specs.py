@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longwatch.app.config import Config
-from longwatch.app.schema import format_bytes, parse_bytes
+from longwatch.app.schema import format_bytes, parse_bytes, replace
 from longwatch.app.serve.errors import APIError
 from longwatch.app.serve.schemas import StreamCreate
 from longwatch.ingest.config import IngestConfig
@@ -47,8 +47,9 @@ def policy_of(name: str | None, cfg: Config, param: str = "policy") -> str:
 
 
 def _replace(obj: Any, changes: dict[str, Any], section: str) -> Any:
+    """`obj` with a request's `changes`, validated as the config's own values are (eval/validate.py)."""
     try:
-        return dataclasses.replace(obj, **changes)
+        return replace(obj, changes)
     except ValueError as e:
         field = str(e).split(":", 1)[0]
         raise APIError(400, f"{e}", f"invalid_{section}", field) from None
