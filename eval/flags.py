@@ -24,6 +24,10 @@ def add_config_flags(p: argparse.ArgumentParser, *, model: bool = True, ingest: 
         g.add_argument("--max-new-tokens", dest="model.max_new_tokens", type=int, help="answer length cap")
         g.add_argument("--temperature", dest="model.temperature", type=float, help="0 = greedy")
         g.add_argument("--top-p", dest="model.top_p", type=float, help="nucleus mass when sampling")
+        g.add_argument("--top-k", dest="model.top_k", type=int, help="sample among the k most likely tokens (0 = off)")
+        g.add_argument("--min-p", dest="model.min_p", type=float, help="drop tokens below min_p x the top one's probability")
+        g.add_argument("--repetition-penalty", dest="model.repetition_penalty", type=float,
+                       help="> 1 discourages repeating the answer's own tokens")
         g.add_argument("--seed", dest="model.seed", type=int, help="seed for preset weights and sampling")
     if ingest:
         g = p.add_argument_group("ingest")
