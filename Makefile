@@ -13,9 +13,11 @@ PIP_TORCH = $(VPY) -m pip install -q torch==2.13.0
 venv:
 	@bash .ci/make-venv.sh "$(PY)" "$(VENV)"
 
+# lmms-eval (tests/test_eval_lmms.py runs its CLI) with --no-deps: its declared dependencies pull a CUDA torch.
 install: venv
 	$(PIP_TORCH)
 	$(VPY) -m pip install -q -e ".[cpu,test]"
+	$(VPY) -m pip install -q --no-deps -r .ci/lmms-eval.txt
 
 # Debian packages for the RTSP and browser tests are installed when we are root with apt-get; a package
 # that cannot be installed stops the run under CI (CI set), and elsewhere leaves a warning and tests that
