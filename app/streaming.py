@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Callable
 
@@ -23,34 +22,36 @@ def check_video(source: str, cfg: Config) -> None:
     open_source(source, cfg.ingest)
 
 
-def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, progress: bool = False,
+def encode_length(duration_s: float | None, until_s: float | None, seconds: float | None) -> float | None:
+    """Seconds of stream a run will encode: the shortest of the file's duration, --at and --seconds given."""
+    known = [x for x in (duration_s, until_s, seconds) if x is not None]
+    return min(known) if known else None
+
+
+def stream_into(memory, source: str, cfg: Config, until_s: float | None = None, progress: bool | None = False,
                 on_patch: Callable | None = None, seconds: float | None = None) -> dict:
     """Ingest `source` into `memory` up to video time `until_s`, or for `seconds` of wall-clock time
-    (live sources); returns timing figures."""
+    (live sources); returns timing figures. `progress` (eval.progress.shown: None = on a terminal) draws a bar
+    on stderr over the stream seconds to encode: the file's duration (up to `until_s`), or `seconds`."""
+    from longwatch.eval.progress import advance_to, seconds_bar
     from longwatch.ingest.stream import open_stream
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="ingest", unit="patch", file=sys.stderr, leave=False)
     t0, n = time.perf_counter(), 0
     with open_stream(source, cfg.ingest) as stream:
-        for patch in stream:
-            if until_s is not None and patch.t_start >= until_s:
-                break
-            if seconds is not None and time.perf_counter() - t0 >= seconds:
-                break
-            memory.ingest(patch)
-            n += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(t=f"{patch.t_end:.1f}s")
-            if on_patch is not None:
-                on_patch(patch)
+        info = getattr(stream.source, "info", None)  # files only: what the probe read from the container
+        total = encode_length(getattr(info, "duration_s", None), until_s, seconds)
+        with seconds_bar(total, "encoding", force=progress) as bar:
+            for patch in stream:
+                if until_s is not None and patch.t_start >= until_s:
+                    break
+                if seconds is not None and time.perf_counter() - t0 >= seconds:
+                    break
+                memory.ingest(patch)
+                n += 1
+                advance_to(bar, patch.t_end)
+                if on_patch is not None:
+                    on_patch(patch)
         stats = stream.stats()
-    if bar is not None:
-        bar.close()
     if n == 0:
         raise UserError(f"{source}: no frames could be decoded (a zero-length video?)")
     elapsed = time.perf_counter() - t0

@@ -51,6 +51,13 @@ class WorkerStatus:
     """Why encoding stopped (model failure, memory settings); None while healthy."""
     busy: bool = False
     """The worker thread is still running (patches may still be queued after decoding ended)."""
+    duration_s: float | None = None
+    """Length of the file being encoded, as its probe read it; None for live sources."""
+
+
+def source_duration(stream: Any) -> float | None:
+    """A file stream's length from its source's probe (ingest's FileSource.info); None for live sources."""
+    return getattr(getattr(getattr(stream, "source", None), "info", None), "duration_s", None)
 
 
 class FrameSink(Protocol):
@@ -184,7 +191,7 @@ class IngestWorker:
         return WorkerStatus(kind=self.kind, source=s.source, state=state, attempt=s.attempt,
                             next_retry_s=s.next_retry_s, reason=error or s.reason, patches=patches,
                             t_last=t_last, rate=self.rate(), ingest=ingest, memory=memory, error=error,
-                            busy=self.running)
+                            busy=self.running, duration_s=source_duration(self.stream))
 
     @property
     def running(self) -> bool:

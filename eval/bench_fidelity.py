@@ -13,6 +13,7 @@ import dataclasses
 import json
 
 from longwatch.eval.flags import add_config_flags
+from longwatch.eval.progress import add_progress_flags, bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer-tokens", type=int, default=8, help="answer tokens compared per question")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
+    add_progress_flags(p)
     # --policy takes a comma-separated list here; it is split before the config is built
     add_config_flags(p, policy_help="comma-separated policies (default full,sliding,rekv,infinipot,streammem)")
 
@@ -50,16 +52,21 @@ def main(args: argparse.Namespace) -> int:
                                        for p in patches]
     samp = Sampling(temperature=0.0, max_new_tokens=args.answer_tokens)
     rows = []
-    for policy in policies:
+    asked = questions(args.minutes)
+    for k, policy in enumerate(policies, 1):
         mem_cfg = dataclasses.replace(cfg.memory, policy=policy.strip())
         ms = MemoryStream(bb, mem_cfg, stream_id=f"fidelity-{policy}")
-        for p in patches:
-            ms.ingest(p)
-        for q in questions(args.minutes):
-            ans = ms.ask(q, keep_logits=True, sampling=samp)
-            m = measure(bb, segments, q, ans)
-            rows.append({"policy": policy, "question": q, **m, "context_tokens": ans.context_tokens,
-                         "ttft_s": ans.ttft_s})
+        desc = f"fidelity {k}/{len(policies)}: {policy} {args.minutes:g} min"
+        with bar(len(patches) + len(asked), desc, "step", force=args.progress) as steps:  # patches, then questions
+            for p in patches:
+                ms.ingest(p)
+                steps.update(1)
+            for q in asked:
+                ans = ms.ask(q, keep_logits=True, sampling=samp)
+                m = measure(bb, segments, q, ans)
+                rows.append({"policy": policy, "question": q, **m, "context_tokens": ans.context_tokens,
+                             "ttft_s": ans.ttft_s})
+                steps.update(1)
         ms.close()
     summary = {}
     for policy in policies:

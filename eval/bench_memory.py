@@ -10,6 +10,7 @@ import json
 import time
 
 from longwatch.eval.flags import add_config_flags
+from longwatch.eval.progress import add_progress_flags, advance_to, seconds_bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     p.add_argument("--sample-every", type=int, default=50, metavar="N", help="record tier bytes every N patches")
+    add_progress_flags(p)
     add_config_flags(p)
 
 
@@ -44,16 +46,19 @@ def main(args: argparse.Namespace) -> int:
     timeline, over = [], []
     t0 = time.perf_counter()
     n = 0
-    for patch in synthetic_patches(args.minutes, cfg.ingest.fps, cfg.ingest.frame_size):
-        ms.ingest(patch)
-        n += 1
-        tiers = ms.stats()["tiers"]
-        for name, t in tiers.items():  # the invariant, checked after every patch
-            if t["budget"] is not None and t["bytes"] > t["budget"]:
-                over.append({"patch": n, "tier": name, "bytes": t["bytes"], "budget": t["budget"]})
-        if n % args.sample_every == 0:
-            timeline.append({"patch": n, "t": patch.t_end, "rss": _rss(),
-                             **{name: t["bytes"] for name, t in tiers.items()}})
+    desc = f"memory: {cfg.memory.policy} {args.minutes:g} min"
+    with seconds_bar(args.minutes * 60, desc, force=args.progress) as bar:
+        for patch in synthetic_patches(args.minutes, cfg.ingest.fps, cfg.ingest.frame_size):
+            ms.ingest(patch)
+            n += 1
+            advance_to(bar, patch.t_end)
+            tiers = ms.stats()["tiers"]
+            for name, t in tiers.items():  # the invariant, checked after every patch
+                if t["budget"] is not None and t["bytes"] > t["budget"]:
+                    over.append({"patch": n, "tier": name, "bytes": t["bytes"], "budget": t["budget"]})
+            if n % args.sample_every == 0:
+                timeline.append({"patch": n, "t": patch.t_end, "rss": _rss(),
+                                 **{name: t["bytes"] for name, t in tiers.items()}})
     elapsed = time.perf_counter() - t0
     ans = ms.ask("What did the sign say a minute ago?")
     stats = ms.stats()

@@ -18,6 +18,7 @@ import statistics
 import time
 
 from longwatch.eval.flags import add_config_flags
+from longwatch.eval.progress import add_progress_flags, advance_to, seconds_bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     p.add_argument("--name", help="result file name (default speed_<model>_<device>)")
+    add_progress_flags(p)
     add_config_flags(p, policy_help="comma-separated policies (default full,rekv)")
 
 
@@ -64,8 +66,10 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answer_tokens: int, peak: float) -> dict:
-    """One run: `n_streams` streams under `policy` to max(lengths) minutes; returns per-patch costs and checkpoints."""
+def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answer_tokens: int, peak: float,
+               bar=None) -> dict:
+    """One run: `n_streams` streams under `policy` to max(lengths) minutes; returns per-patch costs and checkpoints.
+    `bar` (eval.progress.seconds_bar) advances with the stream seconds encoded."""
     import dataclasses
 
     import torch
@@ -107,6 +111,8 @@ def run_policy(bb, cfg, policy: str, lengths: list[float], n_streams: int, answe
             break
         _sync(bb.device)
         costs.append(time.perf_counter() - t0)
+        if bar is not None:
+            advance_to(bar, patch.t_end)
         tokens = bb.tokens_per_patch((patch.height, patch.width), patch.t_mid)
         flops += n_streams * patch_flops(bb.model.config, (patch.height, patch.width), tokens, context)["total"]
         if marks and patch.t_end >= marks[0] * 60 - 1e-6:
@@ -190,16 +196,18 @@ def main(args: argparse.Namespace) -> int:
     bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     peak, peak_src = peak_flops(bb.device, bb.dtype)
     runs = []
-    for n in counts:
-        for policy in policies:
-            r = run_policy(bb, cfg, policy, lengths, n, args.answer_tokens, peak)
-            runs.append(r)
-            if not args.json:
-                cps = ", ".join(f"{c['minutes']:g} min {c['ttft_s'] * 1000:.0f} ms" for c in r["checkpoints"])
-                print(f"{policy:9s} x{n}: {r['frames_per_s']:.1f} frames/s, per patch {r['per_patch_s_first_tenth'] * 1000:.1f}"
-                      f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}; medians"
-                      f" x{r['flat_ratio_median']:.2f}), MFU {r['mfu']:.2%};"
-                      f" TTFT {cps}")
+    combos = [(n, policy) for n in counts for policy in policies]
+    for k, (n, policy) in enumerate(combos, 1):
+        desc = f"speed {k}/{len(combos)}: {policy} x{n} to {max(lengths):g} min"
+        with seconds_bar(max(lengths) * 60, desc, force=args.progress) as bar:
+            r = run_policy(bb, cfg, policy, lengths, n, args.answer_tokens, peak, bar)
+        runs.append(r)
+        if not args.json:
+            cps = ", ".join(f"{c['minutes']:g} min {c['ttft_s'] * 1000:.0f} ms" for c in r["checkpoints"])
+            print(f"{policy:9s} x{n}: {r['frames_per_s']:.1f} frames/s, per patch {r['per_patch_s_first_tenth'] * 1000:.1f}"
+                  f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}; medians"
+                  f" x{r['flat_ratio_median']:.2f}), MFU {r['mfu']:.2%};"
+                  f" TTFT {cps}")
     name = args.name or f"speed_{cfg.model.name}_{bb.device.type}"
     png = f"{folder}/{name}.png"
     plot(runs, png)

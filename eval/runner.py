@@ -64,7 +64,8 @@ class RunOptions:
     fidelity: bool = False
     judge: Judge | None = None
     max_videos: int | None = None
-    progress: bool = True
+    progress: bool | None = None
+    """A bar per (policy, budget) run on stderr; None: when stderr is a terminal (eval.progress.shown)."""
 
 
 @dataclass
@@ -141,7 +142,7 @@ class Runner:
         self.fidelity_factory = fidelity_factory
 
     def run(self, benches: list[Bench], videos_dir: str | Path | None, opts: RunOptions) -> RunResult:
-        from tqdm import tqdm
+        from longwatch.eval.progress import bar
 
         result = RunResult(benches=[b.summary() for b in benches])
         plan = self._plan(benches, videos_dir, opts)
@@ -153,13 +154,12 @@ class Runner:
             for mem_cfg in configs.values():
                 for _, _, path in plan:
                     self.preflight(mem_cfg, path)
-        for policy, budget in combos:
+        for run, (policy, budget) in enumerate(combos, 1):
             mem_cfg = configs[(policy, budget)]
             label = policy if budget is None else f"{policy}@{budget}"
-            with tqdm(total=n_q, desc=f"{label} questions", unit="q", disable=not opts.progress,
-                      position=1, leave=False) as qbar:
-                for bench, video, path in tqdm(plan, desc=f"{label} videos", unit="video",
-                                               disable=not opts.progress, position=0, leave=False):
+            with bar(n_q, unit="q", force=opts.progress) as qbar:
+                for i, (bench, video, path) in enumerate(plan, 1):
+                    qbar.set_description(f"run {run}/{len(combos)} {label}: video {i}/{len(plan)}")
                     self._video(bench, video, path, mem_cfg, budget, opts, result, qbar)
         return result
 

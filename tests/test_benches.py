@@ -9,17 +9,21 @@ import sys
 import pytest
 
 
-def _bench(*args: str) -> dict:
+def _bench(*args: str, stderr: list | None = None) -> dict:
     r = subprocess.run([sys.executable, "-m", "longwatch", "bench", *args, "--json"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
+    if stderr is not None:
+        stderr.append(r.stderr)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_bench_memory_reports_tiers_within_budget(tmp_path):
+    err: list[str] = []
     out = _bench("memory", "--model", "tiny", "--minutes", "1", "--policy", "rekv", "--frame-size", "96",
                  "--device-budget", "4MB", "--host-budget", "300KB", "--disk-budget", "600KB", "--window", "3",
-                 "--retrieve", "2", "--out", str(tmp_path))
+                 "--retrieve", "2", "--out", str(tmp_path), "--progress", stderr=err)
+    assert "memory: rekv 1 min" in err[0] and "60.0/60.0 s" in err[0]  # the bar, on stderr; stdout is JSON
     assert out["patches"] == 60 and out["over_budget"] == []
     for name in ("device", "host", "disk"):
         t = out["tiers"][name]
@@ -32,9 +36,11 @@ def test_bench_memory_reports_tiers_within_budget(tmp_path):
 
 
 def test_bench_fidelity_full_is_exact_and_bounded_policies_lose_attention(tmp_path):
+    err: list[str] = []
     out = _bench("fidelity", "--model", "tiny", "--minutes", "0.5", "--policy", "full,sliding,rekv",
                  "--frame-size", "96", "--window", "3", "--retrieve", "2", "--device-budget", "4MB",
-                 "--answer-tokens", "4", "--out", str(tmp_path))
+                 "--answer-tokens", "4", "--out", str(tmp_path), "--progress", stderr=err)
+    assert "fidelity 3/3: rekv 0.5 min" in err[0] and "33/33" in err[0]  # 30 patches, 3 questions
     s = out["summary"]
     assert s["full"]["kl"] < 1e-6 and s["full"]["top1"] == 1.0 and s["full"]["attn_recall"] == pytest.approx(1.0)
     assert s["sliding"]["attn_recall"] < s["rekv"]["attn_recall"] < 1.0
@@ -42,9 +48,11 @@ def test_bench_fidelity_full_is_exact_and_bounded_policies_lose_attention(tmp_pa
 
 
 def test_bench_speed_measures_every_curve_for_each_policy_and_stream_count(tmp_path):
+    err: list[str] = []
     out = _bench("speed", "--model", "tiny", "--minutes", "0.25,0.5", "--policy", "full,rekv", "--streams", "1,2",
                  "--frame-size", "96", "--window", "3", "--device-budget", "4MB", "--answer-tokens", "4",
-                 "--out", str(tmp_path))
+                 "--out", str(tmp_path), "--progress", stderr=err)
+    assert "speed 4/4: rekv x2 to 0.5 min" in err[0] and "30.0/30.0 s" in err[0]
     assert set(out["summary"]) == {"fullx1", "rekvx1", "fullx2", "rekvx2"}
     saved = json.loads((tmp_path / "speed_tiny_cpu.json").read_text())
     assert {"machine", "versions", "command", "peak_flops"} <= set(saved) and "bench speed" in saved["command"]

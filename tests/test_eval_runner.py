@@ -313,3 +313,15 @@ def test_report_files(tmp_path, tiny):
     for name in ("plot_accuracy", "plot_ttft", "plot_memory"):
         assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot_kl" not in files  # no fidelity measured, no KL plot
+
+
+def test_progress_names_each_run_and_video_on_stderr(tmp_path, capsys):
+    conv = [{"question": "q", "answer": "x"}]
+    path = write_bench(tmp_path, [{"video_id": v, "video_path": f"{v}.mp4", "conversations": conv} for v in "ab"])
+    make_runner({"a.mp4": 2, "b.mp4": 3}, lambda q, s: "x", []).run(
+        [load_bench(path)], None, RunOptions(["full", "sliding"], progress=True))
+    captured = capsys.readouterr()
+    assert captured.out == ""  # bars never touch stdout (--json, tables)
+    for label in ("run 1/2 full: video 1/2", "run 1/2 full: video 2/2", "run 2/2 sliding: video 2/2"):
+        assert label in captured.err
+    assert "2/2 [" in captured.err  # each run's bar counts its questions

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from longwatch.app.cli import UserError, add_config_flags, config_from_args, warn_if_random_weights
+from longwatch.eval.progress import add_progress_flags
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="live sources (webcam, rtsp, rtmp): watch this many seconds, then answer")
     p.add_argument("--memory-dir", metavar="DIR", help="persist the stream's memory here (journal; resumable)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_progress_flags(p)
     add_config_flags(p)
     p.set_defaults(run=run)
     return p
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         ingest = None
         if args.video != "-":
             ingest = stream_into(memory, args.video, cfg, until_s=args.at, seconds=args.seconds,
-                                 progress=not args.json and sys.stderr.isatty())
+                                 progress=args.progress)  # a bar over the video's length, on stderr
         if args.json:
             ans = memory.ask(args.question)
             print(json.dumps(answer_dict(ans, ingest)))

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from longwatch.app.cli import UserError, add_config_flags, config_from_args, warn_if_random_weights
+from longwatch.eval.progress import add_progress_flags
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--judge", metavar="MODULE:FUNC",
                    help="score open answers with FUNC(question, reply) -> [0, 1] (off: exact match only)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flags(p)
     add_config_flags(p, memory=False)
     g = p.add_argument_group("memory")
     g.add_argument("--host-budget", dest="memory.host_budget", metavar="B", help="e.g. 8GiB; 0 disables")
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     videos = args.videos or None
     t0 = time.perf_counter()
     result = runner.run(benches, videos, RunOptions(policies, budgets, args.fidelity, judge, args.max_videos,
-                                                    progress=not args.no_progress))
+                                                    progress=args.progress))
     from longwatch.memory.schema import as_dict
 
     meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),

@@ -52,15 +52,25 @@ def source_html(status: WorkerStatus | None, notice: tuple[str, str] | None = No
                 else f"<b>connecting</b> to {name}" + (f" (attempt {s.attempt + 1})" if s.attempt else ""))
         level = "warn"
     elif s.state == "ended" and s.busy:
-        body, level = f"<b>encoding</b> {name} · {progress}", "ok"
+        body, level = _encoding(s, name, progress), "ok"
     elif s.state == "ended":
         note = f" · {html.escape(s.reason)}" if s.reason and s.reason != "closed" else ""
         body, level = f"<b>ended</b> · {name} is in memory: {progress}{note}", "ok"
+    elif s.kind == "upload":
+        body, level = _encoding(s, name, progress), "ok"
     else:
-        verb = "encoding" if s.kind == "upload" else "streaming"
-        body, level = f"<b>{verb}</b> {name} · {progress}", "ok"
+        body, level = f"<b>streaming</b> {name} · {progress}", "ok"
     parts.append(f'<div id="lw-state" class="lw-box lw-{level}" data-state="{s.state}">{body}</div>')
     return "".join(parts)
+
+
+def _encoding(s: WorkerStatus, name: str, progress: str) -> str:
+    """An upload being encoded, against its length when the probe knew it: "encoding 12.0 of 40.0 s (30%)"."""
+    if not s.duration_s:
+        return f"<b>encoding</b> {name} · {progress}"
+    done = min(s.t_last, s.duration_s)  # the last patch ends one frame period after its last frame
+    return (f"<b>encoding</b> {done:.1f} of {s.duration_s:.1f} s ({100 * done / s.duration_s:.0f}%) · {name} · "
+            f"{s.patches} patches")
 
 
 def _tier_row(name: str, tier: dict[str, Any]) -> str:
