@@ -20,6 +20,7 @@ BENCHES = {
     "soak": "longwatch.eval.bench_soak",
     "rtsp-soak": "longwatch.eval.bench_rtsp_soak",
     "watch": "longwatch.eval.bench_watch",
+    "serve": "longwatch.eval.bench_serve",
 }
 
 
