@@ -117,6 +117,7 @@ def test_answers_what_was_on_the_sign_at_a_time(cache, heldout, policy):
     assert right >= WHAT_AT_FLOOR[policy], f"{policy}: {right}/20 right (target {WHAT_AT_TARGET})"
 
 
+@pytest.mark.slow  # 20 greedy asks, ~40 s: kept out of the default run's 10 minutes (the sign-at-time tests stay in)
 def test_answers_what_word_is_on_the_sign_now(cache, heldout_bench):
     """The 'now' question of each of the 20 held-out videos (the sign on screen, or none)."""
     out, bench = heldout_bench
