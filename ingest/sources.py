@@ -100,7 +100,7 @@ DEFAULT_RATE = 25.0
 # pixels from all), at ~180 MiB more RSS; the optional torchcodec 43.7 (eval/results/decode_720p_10min.json).
 AUTO_READER = "decord"
 FALLBACK_ORDER = ("pyav", "decord", "opencv", "torchcodec")
-_DECORD_BATCH_BYTES = 64 * 2**20  # frames fetched per get_batch call: at most 8, and at most this many bytes
+_BATCH_BYTES = 64 * 2**20  # frames a random-access reader fetches per call: at most 8, and at most this many bytes
 
 
 @dataclass
@@ -146,25 +146,32 @@ def read_decord(path: str, select: Select, stats: ReadStats, rate: float) -> Ite
     except decord.DECORDError as e:
         raise IngestError(f"{path}: decord cannot read it ({_one_line(e)})", code="not_video") from None
     stamps -= stamps[0] if len(stamps) else 0.0
+    yield from fetch_selected(stamps, select, stats, lambda idx: vr.get_batch(idx).asnumpy(), decord.DECORDError)
+
+
+def fetch_selected(stamps: np.ndarray, select: Select, stats: ReadStats, get: Callable[[list[int]], np.ndarray],
+                   errors: type[BaseException] | tuple[type[BaseException], ...]) -> Iterator[Frame]:
+    """A random-access reader's frames (decord, torchcodec): every timestamp offered to `select`, then the kept
+    frames fetched by index, `get(indices)` -> uint8 [n, H, W, 3], at most 8 and _BATCH_BYTES at a time; a
+    fetch failing with `errors` ends the file there (a decode error)."""
     keep = []
     for i, t in enumerate(stamps):
         stats.seen += 1
         if select(float(t)):
             keep.append(i)
-    batch = 1  # until the first frame tells its size
-    start = 0
+    batch, start = 1, 0  # one frame until the first tells its size
     while start < len(keep):
         idx = keep[start:start + batch]
         try:
-            frames = vr.get_batch(idx).asnumpy()
-        except decord.DECORDError:
+            frames = get(idx)
+        except errors:
             stats.decode_errors += 1
             return
         for i, frame in zip(idx, frames):
             stats.kept += 1
             yield frame, float(stamps[i])
         start += len(idx)
-        batch = int(max(1, min(8, _DECORD_BATCH_BYTES // max(1, frames[0].nbytes))))
+        batch = int(max(1, min(8, _BATCH_BYTES // max(1, frames[0].nbytes))))
 
 
 def read_opencv(path: str, select: Select, stats: ReadStats, rate: float) -> Iterator[Frame]:

@@ -16,11 +16,10 @@ import av
 import numpy as np
 
 from longwatch.ingest.errors import IngestError
+from longwatch.ingest.sources import fetch_selected
 
 if TYPE_CHECKING:
     from longwatch.ingest.sources import Frame, ReadStats, Select
-
-_BATCH_BYTES = 64 * 2**20  # frames decoded per get_frames_at call: at most 8, and at most this many bytes
 
 
 def packet_times(path: str) -> np.ndarray:
@@ -67,21 +66,4 @@ def read_torchcodec(path: str, select: Select, stats: ReadStats, rate: float) ->
     stamps = packet_times(path)
     if len(stamps) != len(decoder):  # e.g. packets without pts: index and time would not line up
         raise RuntimeError(f"torchcodec counts {len(decoder)} frames, the demuxer {len(stamps)} timed packets")
-    keep = []
-    for i, t in enumerate(stamps):
-        stats.seen += 1
-        if select(float(t)):
-            keep.append(i)
-    batch, start = 1, 0  # one frame until the first tells its size
-    while start < len(keep):
-        idx = keep[start:start + batch]
-        try:
-            frames = decoder.get_frames_at(idx).data.numpy()  # uint8 [n, H, W, 3]
-        except RuntimeError:
-            stats.decode_errors += 1
-            return
-        for i, frame in zip(idx, frames):
-            stats.kept += 1
-            yield frame, float(stamps[i])
-        start += len(idx)
-        batch = int(max(1, min(8, _BATCH_BYTES // max(1, frames[0].nbytes))))
+    yield from fetch_selected(stamps, select, stats, lambda idx: decoder.get_frames_at(idx).data.numpy(), RuntimeError)
