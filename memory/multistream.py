@@ -216,8 +216,8 @@ class BatchEncoder:
     memory and returns its block (or raises that stream's failure, and only that stream's). Each step
     takes every stream with a patch waiting whose lock is free (a stream answered in place waits for
     its answer; one whose answer decodes on a copy does not) and runs them through ingest_settled: one
-    forward for all of them, within `budget` bytes of batch copy (default: the first stream's device
-    budget). Answers' decode steps and watches' checks interleave with these forwards through the
+    forward for all of them, within `budget` bytes of batch copy (default: the largest device budget
+    of the step's streams, whatever order they came in). Answers' decode steps and watches' checks interleave with these forwards through the
     model lock, which serves waiters in order.
     """
 
@@ -292,7 +292,8 @@ class BatchEncoder:
         if taken[0].stream.bb.loaded.attn == "flash_attention_2":  # no 4D mask: one stream per forward
             return [_settle(j) for j in taken]
         try:
-            return ingest_settled([j.stream for j in taken], [j.patch for j in taken], self.budget)
+            budget = self.budget if self.budget is not None else max(j.stream.cfg.device_budget for j in taken)
+            return ingest_settled([j.stream for j in taken], [j.patch for j in taken], budget)
         except Exception as e:  # refused as a whole (streams on different backbones): every stream fails
             return [e] * len(taken)
 
