@@ -26,7 +26,7 @@ from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenal
 from transformers.cache_utils import Cache
 from transformers.generation.streamers import BaseStreamer
 
-from longwatch.backbone.cache import KVCache
+from longwatch.backbone.cache import AnswerRows, KVCache
 from longwatch.backbone.config import ModelConfig, Sampling, checkpoint_sampling
 from longwatch.backbone.inputs import PromptLayout, Segment, key_mask_4d, pack, preprocess_patch, timestamp_text, \
     vision_tokens
@@ -146,7 +146,8 @@ def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, pos
            stop_ids: list[int], sampling: Sampling, on_text: Callable[[str], None] | None = None,
            keep_logits: bool = False, should_stop: Callable[[], bool] | None = None,
            visible: torch.Tensor | None = None, turn: AbstractContextManager | None = None,
-           sync_every: int | None = None) -> DecodeResult:
+           sync_every: int | None = None, stepper: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+           ) -> DecodeResult:
     """Generate after a prefill whose last logits are `first_logits`; the next token sits at `position`.
 
     Appends generated tokens to `cache` (the caller truncates it afterwards if answers are transient).
@@ -155,7 +156,8 @@ def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, pos
     Tokens stay on the device (sampling and the next step's input need no host copy); they are copied to
     the host with the first token and then every `sync_every` (default 1 on CPU, where a copy is free,
     8 on CUDA) to stream their text and find an end-of-turn token, so on CUDA up to sync_every - 1 steps
-    after it are computed and dropped.
+    after it are computed and dropped. `stepper(token, position)`, when given, runs each step instead (an
+    AnswerRows row: the cache, `visible` and `turn` are then the row's).
     """
     turn = turn if turn is not None else contextlib.nullcontext()
     t0, device = time.perf_counter(), first_logits.device
@@ -187,10 +189,13 @@ def decode(model: torch.nn.Module, cache: Cache, first_logits: torch.Tensor, pos
             first_s = first_s or time.perf_counter() - t0  # after the first copy: the token exists then
         if stopped or (should_stop is not None and should_stop()) or n == limit:
             break
-        if visible is not None:
-            visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
-        with turn:
-            logits = step(model, cache, token, position, visible)
+        if stepper is not None:
+            logits = stepper(token, position)
+        else:
+            if visible is not None:
+                visible = torch.cat([visible, visible.new_ones(cache.get_seq_length() - visible.numel())])
+            with turn:
+                logits = step(model, cache, token, position, visible)
         position += 1
     if not stopped and shown < n:
         shown, stopped = flush(shown, n)
@@ -334,6 +339,8 @@ class Backbone:
         self.lock = FairRLock()
         """Serialises model calls across streams (hooks and the model's buffers are shared state), one
         forward at a time and in arrival order: answers hold it per decode step, not per answer."""
+        self.rows = AnswerRows(self.model, self.dims, self.device, self.lock)
+        """Answers decoding at the same time share one batched forward per token (see AnswerRows)."""
 
     @classmethod
     def load(cls, cfg: ModelConfig, system_prompt: str | None = None) -> "Backbone":

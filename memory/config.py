@@ -48,11 +48,15 @@ class MemoryConfig:
     """An answer whose cache (plus its answer) fits this many bytes decodes on a private copy of it, outside
     the tiers' budgets, so its stream goes on ingesting while it answers; a larger one decodes in place and
     the stream waits. 0 = always in place."""
+    answer_batch_budget: int = _bytes(1 * 2**30)
+    """Answers on copies that run at the same time decode together, one batched forward per token, while all
+    their rows fit this many bytes (rows padded to the longest; the process's one batch, outside the tiers'
+    budgets); an answer that does not fit decodes alone on its copy. 0 = every answer alone."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy: unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})")
-        for name in ("device_budget", "host_budget", "disk_budget", "answer_copy_budget"):
+        for name in ("device_budget", "host_budget", "disk_budget", "answer_copy_budget", "answer_batch_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0")
         if self.sink_blocks < 0:

@@ -197,27 +197,33 @@ class Answerer:
         answer sees only what has played). `window_only`: answer from the prefix, sinks and window alone
         (no retrieval, no compressed memory): what is on screen now.
 
-        Locks: this stream's lock, then the model lock for each forward only (retrieval, the question's
-        prefill, every decode step), so other streams encode between this answer's tokens. The stream
-        itself stays held until the answer ends, unless its question cache plus the answer fits
-        `copy_limit` bytes (default: memory.answer_copy_budget): then decoding runs on a copy of that cache
-        (outside the tiers' budgets, like a batch copy; its time counts in ttft_s) and the stream goes on
-        ingesting and being watched meanwhile; the answer is the memory's as it stood when the question came.
+        Locks: this stream's lock, then the model lock for each forward only (retrieval, the question's prefill,
+        every decode step), so other streams encode between this answer's tokens. The stream stays held until
+        the answer ends, unless its question cache plus the answer fits `copy_limit` bytes (default:
+        memory.answer_copy_budget): then it decodes on a copy (outside the tiers' budgets; its time counts in
+        ttft_s), in a row of the backbone's AnswerRows if they fit memory.answer_batch_budget (answers at once
+        share each decode forward), while the stream goes on ingesting; the answer is the memory as it was.
         """
         store = self.store
         copy_limit = self.cfg.answer_copy_budget if copy_limit is None else copy_limit
         with contextlib.ExitStack() as held:
             held.enter_context(store.lock)
             prep = self._prepare(question, now, sampling, until, window_only, held)
-            cache, copied, t_copy = store.cache, 0, time.perf_counter()
-            need = (cache.length + prep.sampling.max_new_tokens) * cache.bytes_per_token
+            cache, copied, t_copy, row, rows = store.cache, 0, time.perf_counter(), None, self.bb.rows
+            new = prep.sampling.max_new_tokens
+            need = (cache.length + new) * cache.bytes_per_token
             if copy_limit and need <= copy_limit:
-                cache, copied = cache.copy(cache.length + prep.sampling.max_new_tokens), need
+                row = rows.join(cache, new, self.cfg.answer_batch_budget, prep.visible)
+                cache, copied = cache if row else cache.copy(cache.length + new), need
                 held.close()  # the question leaves the stream's cache, and the stream is free
             t_copy = time.perf_counter() - t_copy
-            out: DecodeResult = decode(self.bb.model, cache, prep.logits, prep.next_position, self.bb.tokenizer,
-                                       self.bb.layout.stop_ids, prep.sampling, on_text, keep_logits, should_stop,
-                                       prep.visible, turn=self.bb.lock)
+            try:
+                out: DecodeResult = decode(self.bb.model, cache, prep.logits, prep.next_position, self.bb.tokenizer,
+                                           self.bb.layout.stop_ids, prep.sampling, on_text, keep_logits, should_stop,
+                                           prep.visible, self.bb.lock, stepper=row and (lambda t, p: rows.step(row, t, p)))
+            finally:
+                if row:
+                    rows.leave(row)
         with store.lock:
             store.note_distance(prep.distance + len(out.token_ids))
             store.advance_clock()

@@ -87,7 +87,7 @@ def test_a_typo_names_the_nearest_key(tmp_path):
     typo.write_text("modle:\n  name: tiny\n")
     with pytest.raises(ConfigError, match=rf"'modle'; did you mean 'model'\? \(from {typo}\)"):
         load_config(typo)
-    with pytest.raises(ConfigError, match=r"unknown config key 'memory.zzzz' \(known: answer_copy_budget, .*policy"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'memory.zzzz' \(known: answer_batch_budget, answer_copy_budget, .*policy"):
         load_config(overrides={"memory.zzzz": 1})  # nothing near: the section's keys
 
 

@@ -183,6 +183,7 @@ def test_reasoning_content_whole_and_streamed_through_the_client(monkeypatch, tm
         health = httpx.get(f"{base}/health").json()
         assert r.usage.prompt_tokens == 13 and health["streams"] == 1
         assert health["batching"]["patches"] >= 1  # the video was encoded by the shared batch encoder
+        assert set(health["answer_batching"]) == {"steps", "tokens", "largest"}  # scripted answers here: no rows
 
 
 def test_requests_beyond_max_pending_are_429():

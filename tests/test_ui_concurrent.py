@@ -41,8 +41,9 @@ POLL_S = 0.5
 """Each tab refreshes this often (the page's timer: 1 s)."""
 ANSWER_BOUND_S = 30.0
 """Ask-to-final-answer, while seven cameras encode and the eighth reconnects. Measured on two shared CPU
-cores over ten runs: 1.4-12.6 s for eight questions at once (the model lock runs them one after another,
-~1-1.5 s of 64 tokens each), so the last of eight waits for the other seven."""
+cores: 8.7-10.1 s for eight questions at once, 64 tokens each, decoding together (AnswerRows: 95 forwards
+for 489 tokens, 5.1 answers per forward). Taking turns per token on the model lock instead, every answer
+took as long as all eight (23.9-24.7 s), past this bound in a CI run on a slower machine."""
 ADVANCE_S = 5.0
 """Stream seconds each surviving camera must encode after the kill."""
 

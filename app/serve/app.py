@@ -71,10 +71,13 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Unauthenticated liveness: the model, how many streams are held, the batch encoder's counts."""
-        enc = registry.encoder
+        """Unauthenticated liveness: the model, how many streams are held, the batch encoder's counts and the
+        batched answers' (decode forwards, tokens they decoded, most answers at once)."""
+        enc, rows = registry.encoder, backbone.rows
         batching = {"steps": enc.steps, "patches": enc.patches, "largest": enc.largest} if enc else None
-        return {"status": "ok", "model": model_id, "streams": len(registry), "batching": batching}
+        answers = {"steps": rows.steps, "tokens": rows.batched_tokens, "largest": rows.rows_max}
+        return {"status": "ok", "model": model_id, "streams": len(registry), "batching": batching,
+                "answer_batching": answers}
 
     if s.ui:
         ui_manager.append(_mount_ui(app, cfg, backbone, ui_auth))
