@@ -61,6 +61,7 @@ def test_the_figures_are_computed_from_what_ingest_printed():
 
 
 @pytest.mark.rtsp
+@pytest.mark.slow  # ~20 s; a restart's reconnect, gap and clock are in the default run (test_ingest_rtsp)
 def test_two_restarts_resume_record_their_gaps_and_keep_time(tmp_path, capsys):
     require_rtsp()
     rc = main(["bench", "rtsp-soak", "--restarts", "2", "--up-s", "1", "--cache-dir", str(tmp_path),

@@ -119,6 +119,7 @@ def test_demo_cli_answers_with_the_trained_checkpoint(tmp_path):
     assert "random weights" not in r.stderr
 
 
+@pytest.mark.slow  # ~12 s; the one warning line of a random preset is asserted in the default run by the ask test above
 def test_demo_cli_with_a_random_preset_warns_once():
     r = _run("demo", "--cli", "--json", "--model", "tiny", "--max-new-tokens", "4", "--frame-size", "128")
     assert r.returncode == 0, r.stderr

@@ -196,6 +196,7 @@ def _written(out: Path) -> tuple[dict, list[dict]]:
 
 
 @needs_lmms
+@pytest.mark.slow  # ~27 s, lmms-eval's own CLI in a subprocess; the adapter's requests and replies are tested in process above
 def test_lmms_eval_cli_answers_a_needlestream_task(needle_task):
     """`lmms-eval eval --model longwatch` as its users run it, offline, on a local two-document task."""
     out = needle_task / "out1"

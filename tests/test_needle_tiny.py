@@ -111,6 +111,9 @@ for other CPUs' float sums, so this test catches a worse checkpoint, not a misse
 WHAT_AT_FLOOR = {"full": 13, "rekv": 15}
 
 
+# 20 asks each, 40-55 s: behind -m slow to keep the default run inside 10 minutes. The default run checks the
+# checkpoint's answers through the demo (test_cli), HTTP (test_serve_needle) and loading by name and folder here.
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["full", "rekv"])
 def test_answers_what_was_on_the_sign_at_a_time(cache, heldout, policy):
     right = _right(cache, heldout, policy)

@@ -138,6 +138,7 @@ def test_upload_play_ask_then_seek_from_the_answer(browser, demo, upload_video):
         context.close()
 
 
+@pytest.mark.slow  # ~12 s; the camera tab's endpoint (/connect) with live RTSP cameras is in the default run (test_ui_concurrent)
 def test_camera_url_tab_shows_states_and_answers_at_the_live_edge(browser, demo, tmp_path):
     require_rtsp()
     clip = make_video(tmp_path / "live.mp4", seconds=60, fps=15, size=(120, 160), gop=15)
@@ -186,6 +187,7 @@ def test_camera_url_tab_shows_states_and_answers_at_the_live_edge(browser, demo,
         context.close()
 
 
+@pytest.mark.slow  # ~21 s; sessions' isolation is in the default run through gradio_client (test_ui_concurrent, test_ui_sessions)
 def test_two_tabs_at_once_keep_their_own_video_memory_and_chat(browser, demo, upload_video):
     (ctx_a, a), (ctx_b, b) = open_page(browser, demo.url), open_page(browser, demo.url)
     try:
@@ -239,6 +241,7 @@ def test_browser_webcam_frames_stream_into_memory(playwright, demo):
         cam_browser.close()
 
 
+@pytest.mark.slow  # ~16 s, a server of its own; the limits' messages are unit-tested (test_ui_sessions, test_ui_validate)
 def test_session_limit_and_upload_limit_are_messages_and_the_server_binds_loopback(browser, tmp_path):
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * 1_500_000)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.mark.skipif(not (Path(__file__).parents[1] / "backbone" / "weights" / "needle-tiny.safetensors").is_file(),
                     reason="needle-tiny weights are not shipped in backbone/weights/ yet (longwatch train --seed 0)")
+@pytest.mark.slow  # ~33 s; the default run checks the same demo answer through the CLI (test_cli) and UI answers with tiny
 def test_demo_names_the_word_on_the_sign_and_shows_where_it_was(tmp_path):
     require_browser()
     from playwright.sync_api import sync_playwright
