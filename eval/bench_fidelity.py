@@ -1,6 +1,6 @@
 """Fidelity benchmark: each policy's answer distribution vs one non-streaming full-context forward.
 
-    longwatch bench fidelity --model tiny --minutes 2 --policy full,sliding,rekv,infinipot,streammem --json
+    longwatch bench fidelity --model tiny --minutes 2 --policy full,sliding,rekv,infinipot,streammem,livevlm --json
 
 Reports mean KL(reference || policy), top-1 agreement and attention-mass recall per policy and
 question (see eval/fidelity.py). `full` must give KL below 1e-6.
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="results folder (default ./runs)")
     add_progress_flags(p)
     # --policy takes a comma-separated list here; it is split before the config is built
-    add_config_flags(p, policy_help="comma-separated policies (default full,sliding,rekv,infinipot,streammem)")
+    add_config_flags(p, policy_help="comma-separated policies (default full,sliding,rekv,infinipot,streammem,livevlm)")
 
 
 def questions(minutes: float) -> list[str]:
@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     from longwatch.eval.synthetic import synthetic_patches
     from longwatch.memory.stream import MemoryStream
 
-    policies = (getattr(args, "memory.policy", None) or "full,sliding,rekv,infinipot,streammem").split(",")
+    policies = (getattr(args, "memory.policy", None) or "full,sliding,rekv,infinipot,streammem,livevlm").split(",")
     setattr(args, "memory.policy", None)
     cfg = config_from_args(args)
     out = results_dir(args.out)

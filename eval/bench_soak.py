@@ -62,7 +62,7 @@ def soak_config(policy: str, disk_dir: str, rebase_limit: int = 131072):
     """The soak's memory: small budgets so every tier fills and evicts within minutes of stream."""
     from longwatch.memory.config import MemoryConfig
 
-    three_tiers = policy == "rekv"
+    three_tiers = policy in ("rekv", "livevlm")
     return MemoryConfig(policy=policy, device_budget=4 * 2**20, host_budget=2 * 2**20 if three_tiers else 0,
                         disk_budget=4 * 2**20 if three_tiers else 0, disk_dir=disk_dir if three_tiers else "",
                         window_blocks=8, retrieve_blocks=4, time_blocks=4, answer_tokens=64, rebase_limit=rebase_limit)

@@ -245,6 +245,10 @@ def _index_reserves(cfg: MemoryConfig, index: IndexCost, smallest_block_bytes: i
     return rows, device, rows * e
 
 
+RETRIEVING = ("rekv", "livevlm")
+"""Policies that offload blocks leaving the window and retrieve them per question."""
+
+
 def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, prefix_tokens: int,
                 model_name: str = "the model", index: IndexCost | None = None) -> DevicePlan:
     """Check the budgets against the model and frame size; raise ConfigError naming the setting.
@@ -254,12 +258,13 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
     """
     block = vision_tokens + 2 + TIMESTAMP_TOKENS_MAX
     per_block_bytes = block * bytes_per_token
-    retrieval = cfg.retrieve_blocks + cfg.time_blocks if cfg.policy == "rekv" else 0
+    retrieval = cfg.retrieve_blocks + cfg.time_blocks if cfg.policy in RETRIEVING else 0
     if cfg.policy == "full":
         return DevicePlan(bytes_per_token, block, None, 0, 0, 0)
     rows = device_reserve = host_reserve = 0
-    if cfg.policy == "rekv" and index is not None:
-        rows, device_reserve, host_reserve = _index_reserves(cfg, index, (vision_tokens + 3) * bytes_per_token)
+    if cfg.policy in RETRIEVING and index is not None:  # livevlm's pages are its smallest blocks
+        kept = max(1, round(vision_tokens * cfg.compress_ratio)) if cfg.policy == "livevlm" else vision_tokens
+        rows, device_reserve, host_reserve = _index_reserves(cfg, index, (kept + 3) * bytes_per_token)
         if host_reserve and host_reserve + per_block_bytes > cfg.host_budget:
             raise ConfigError(
                 f"memory.host_budget: the retrieval index lives in host RAM (faiss on the CPU) and needs "
@@ -288,10 +293,10 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
             f"memory.window_blocks: a window of {cfg.window_blocks} blocks does not fit in "
             f"memory.device_budget {format_bytes(cfg.device_budget)} for {what}; at most {fit} fit, "
             f"or raise device_budget to {format_bytes(need * bytes_per_token + device_reserve)}")
-    if cfg.policy == "rekv":
+    if cfg.policy in RETRIEVING:
         tiers = [t for t in (cfg.host_budget, cfg.disk_budget) if t > 0]
         if not tiers:
-            raise ConfigError("memory.host_budget: rekv offloads blocks leaving the window, but host_budget and "
+            raise ConfigError(f"memory.host_budget: {cfg.policy} offloads blocks leaving the window, but host_budget and "
                               f"disk_budget are both 0; give at least {format_bytes(per_block_bytes)}")
         for name, value in (("host_budget", cfg.host_budget), ("disk_budget", cfg.disk_budget)):
             if 0 < value < per_block_bytes:

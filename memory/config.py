@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem")
+POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm")
 
 
 def _bytes(default: int) -> int:
@@ -14,7 +14,7 @@ def _bytes(default: int) -> int:
 @dataclass(frozen=True)
 class MemoryConfig:
     policy: str = "rekv"
-    """full | sliding | rekv | infinipot | streammem (see memory/policies.py)."""
+    """full | sliding | rekv | infinipot | streammem | livevlm (see memory/policies.py)."""
     device_budget: int = _bytes(2 * 2**30)
     """Bytes for the device tier: sinks, recent window, the answer's working set and, for the
     compressing policies, their compressed memory. Accepts 64MB, 2GiB, ..."""
@@ -41,7 +41,7 @@ class MemoryConfig:
     index: str = "auto"
     """Retrieval index: auto (faiss when importable, else torch), faiss or torch."""
     compress_ratio: float = 0.25
-    """streammem / infinipot: share of a block's tokens kept when it is compressed."""
+    """streammem / infinipot: share of a block's tokens kept when it is compressed; livevlm: when it becomes a page."""
     answer_tokens: int = 512
     """Device budget reserved for question and answer tokens."""
     answer_copy_budget: int = _bytes(256 * 2**20)

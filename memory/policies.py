@@ -88,6 +88,8 @@ class Policy:
     scores_at_ingest = False
     wants_proxy = False
     prototype = False
+    pages = False
+    """True if an offloaded block is first shrunk to keep_count vision tokens by its ingest scores (livevlm)."""
 
     def __init__(self, cfg: MemoryConfig) -> None:
         self.cfg = cfg
@@ -283,12 +285,36 @@ class StreamMemPolicy(Policy):
         return proxy_attention_scores(keys, proxy_queries, context)
 
 
+def novelty_scores(keys: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
+    """keys, prev_keys [layers, kv_heads, n, head_dim] (the previous patch's, or None) -> [layers, n] in [0, 1]:
+    (1 - cosine to the key at the same place in the previous patch) / 2, mean over KV heads; 1 without one."""
+    if prev_keys is None or prev_keys.shape != keys.shape:
+        return torch.ones(keys.shape[0], keys.shape[2])
+    return 0.5 * (1.0 - torch.nn.functional.cosine_similarity(keys.float(), prev_keys.float(), dim=-1).mean(1))
+
+
+class LiveVLMPolicy(ReKVPolicy):
+    """LiveVLM: a short-term window of whole blocks; a block leaving it becomes a long-term page, its vision
+    tokens most like the same place in the previous frame dropped (temporal redundancy; the paper merges
+    them, here they are left out), offloaded to host/disk and indexed by its position-agnostic (pre-RoPE)
+    mean keys; questions retrieve pages as rekv retrieves blocks (time-named first, then by similarity), and
+    a page comes back at its original positions (its keys keep their exact rotations)."""
+
+    name = "livevlm"
+    scores_at_ingest = True
+    pages = True
+
+    def score_new(self, keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
+        return novelty_scores(keys, prev_keys)
+
+
 REGISTRY: dict[str, type[Policy]] = {
     "full": FullPolicy,
     "sliding": SlidingPolicy,
     "rekv": ReKVPolicy,
     "infinipot": InfiniPotPolicy,
     "streammem": StreamMemPolicy,
+    "livevlm": LiveVLMPolicy,
 }
 
 

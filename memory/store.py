@@ -30,8 +30,8 @@ from longwatch.memory.tiers import DeviceTier, DiskTier, HostTier, empty_stats, 
 log = logging.getLogger(__name__)
 
 FIT_SLACK = 1 / 16
-"""An overflowing compressed store is re-allocated to this share below its budget, so the global re-allocation
-runs once per many patches, not at every one (on tiny at 224x224, 16 MB: 3.6 ms of a 15.3 ms patch)."""
+"""An overflowing compressed store is re-allocated to this share below its budget: once per many patches, not
+at every one (on tiny at 224x224, 16 MB: 3.6 ms of a 15.3 ms patch)."""
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # vision keys [layers, kv_heads, n_vis, head_dim] -> [layers, n_vis]
 
@@ -43,16 +43,14 @@ class BlockStore:
     - No tier exceeds its budget. The cache is capped at `plan.capacity_tokens` (KVCache raises CacheFull
       rather than grow past it); the compressed store at `plan.memory_tokens` (room is made before a block
       goes in); host and disk make room first and raise OverBudget otherwise.
-    - Eviction order, coldest first: a block leaving the window goes to host RAM; a full host demotes its
-      least recently used blocks to disk; a full disk evicts its least recently used; a tier that could
-      never hold the block is skipped, and past the last tier the block is evicted. Compressed blocks are
-      re-allocated globally by `policy.fit` (left-out blocks are evicted, oldest first when even their
-      text does not fit).
+    - Eviction, coldest first: a block leaving the window goes to host RAM; a full host demotes its least
+      recently used to disk, a full disk evicts its least recently used; a tier that could never hold the
+      block is skipped. Compressed blocks are re-allocated by `policy.fit` (left-out ones are evicted).
     - Device order is [prefix | sinks | window], in time order. Whatever a question appends (blocks
       brought in, question, answer) happens inside `transient()` and is truncated away afterwards.
-    - Positions: `Block.pos_start` is absolute; a device block's keys are rotated for the current base, a
-      stored copy's for its own `rot_base`; re-basing keeps prefix and sinks in place (`rebase`).
-    - Blocks keep their timestamp text whatever is compressed; every change goes to the journal if any.
+    - Positions: `Block.pos_start` is absolute; a device block's keys are rotated for the current base, a stored
+      copy's for its `rot_base`; re-basing keeps prefix and sinks in place. Blocks keep their timestamp text
+      whatever is compressed; every change goes to the journal if any.
     """
 
     def __init__(self, cache: KVCache, policy: Policy, cfg: MemoryConfig, rotary: torch.nn.Module,
@@ -182,8 +180,14 @@ class BlockStore:
         self._device.track()
 
     def offload(self, block: Block) -> None:
-        """Move a device block to host RAM (making room coldest first), else disk; index it (rekv)."""
+        """Move a device block to host RAM (making room coldest first), else disk; index it (rekv). With a
+        paging policy (livevlm) it is first a page: keep_count vision tokens, picked by its ingest scores."""
         kv = self._device.remove(block)
+        if self.policy.pages and not block.meta.get("paged"):
+            kv, block.meta["paged"] = shrink(block, kv, block.scores, self.policy.keep_count(block.n_vis),
+                                             self.policy.keep, False), True
+            if self._journal:
+                self._journal.put(block, kv, self._state.as_dict())
         block.rot_base = self._state.base
         if self._index is not None and not block.meta.get("indexed"):
             self._index.add(block.id, block.summary)
@@ -203,11 +207,8 @@ class BlockStore:
         self._host.track()
 
     def compress(self, block: Block, score: Scorer | None = None) -> None:
-        """Move a device block into the compressed store with its text and policy.keep_count vision tokens.
-
-        `score` rates its vision tokens once it has left the cache (streammem's proxy queries run over
-        what stays); without it the scores from ingest are used (infinipot).
-        """
+        """Move a device block into the compressed store with its text and policy.keep_count vision tokens, rated
+        by `score` once it has left the cache (streammem: proxy queries over what stays), else by ingest scores."""
         kv = self._device.remove(block)
         if score is not None:
             scores = score(kv[:, 0, :, block.n_head: block.n_head + block.n_vis]).float().cpu()
@@ -301,10 +302,9 @@ class BlockStore:
         self._state.tick += 1
 
     def rebase(self, delta: int) -> None:
-        """Rotate the window's keys back by `delta` positions; the prompt prefix and sinks keep their model
-        positions (StreamingLLM's sinks), so their distance to a question stays under rebase_limit + the
-        answer however long the stream runs (rotated back too, it would grow by `delta` per re-base).
-        Exact among the window and stored blocks; the sinks' absolute `pos_start` moves forward by `delta`."""
+        """Rotate the window's keys back by `delta` positions; prefix and sinks keep their model positions
+        (StreamingLLM's sinks), so their distance to a question stays under rebase_limit + the answer however
+        long the stream runs. Exact among window and stored blocks; the sinks' `pos_start` moves by `delta`."""
         if delta <= 0:
             return
         st = self._state
@@ -384,8 +384,7 @@ class BlockStore:
                 self._disk.pop(bid)
 
     def stats(self) -> dict:
-        """Tier bytes, peaks, budgets and block counts. Safe from any thread: while another thread holds
-        the lock (encoding or answering) it returns the snapshot taken after the last change."""
+        """Tier bytes, peaks, budgets and block counts, from any thread (the last snapshot while it is locked)."""
         if not self.lock.acquire(blocking=False):
             return self._last_stats or empty_stats(self.cfg.policy)
         try:

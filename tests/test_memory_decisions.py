@@ -8,7 +8,7 @@ import torch
 from longwatch.memory.block import Block, compress_kv
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import REGISTRY, Exit, make_policy
-from longwatch.memory.policies import fit_global, keep_top, proxy_attention_scores, tar_van_scores
+from longwatch.memory.policies import fit_global, keep_top, novelty_scores, proxy_attention_scores, tar_van_scores
 from longwatch.memory.retrieval import FaissIndex, TorchIndex
 from longwatch.memory.retrieval import block_summary, combine_layers, question_query, spread, top_k
 from longwatch.memory.retrieval import parse_clock, parse_time_ranges
@@ -22,8 +22,24 @@ def _block(i: int, n_vis: int, scores: torch.Tensor | None = None, head: int = 8
 def test_registry_and_exit_actions():
     actions = {name: make_policy(MemoryConfig(policy=name)).on_exit for name in REGISTRY}
     assert actions == {"full": Exit.KEEP, "sliding": Exit.DROP, "rekv": Exit.OFFLOAD,
-                       "infinipot": Exit.COMPRESS, "streammem": Exit.COMPRESS}
+                       "infinipot": Exit.COMPRESS, "streammem": Exit.COMPRESS, "livevlm": Exit.OFFLOAD}
+    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n)).pages] == ["livevlm"]
     assert make_policy(MemoryConfig(policy="full")).window(MemoryConfig()) is None
+
+
+def test_livevlm_pages_keep_the_tokens_that_changed_since_the_previous_frame():
+    """Novelty: 0 for a key equal to the one at the same place in the previous patch, 1 for its opposite, 1 for
+    every token of a first patch (nothing to be redundant with); a page keeps the most novel per layer."""
+    torch.manual_seed(0)
+    prev = torch.randn(2, 2, 6, 8)
+    keys = prev.clone()
+    keys[0, :, 1], keys[0, :, 4], keys[1, :, 2] = -prev[0, :, 1], torch.randn(2, 8), -prev[1, :, 2]
+    s = novelty_scores(keys, prev)
+    assert s.shape == (2, 6) and torch.allclose(s[0, [0, 2, 3, 5]], torch.zeros(4), atol=1e-6)
+    assert torch.allclose(s[0, 1], torch.tensor(1.0)) and 0 < s[0, 4] < 1 and torch.allclose(s[1, 2], torch.tensor(1.0))
+    assert torch.equal(novelty_scores(keys, None), torch.ones(2, 6))
+    policy = make_policy(MemoryConfig(policy="livevlm", compress_ratio=2 / 6))
+    assert policy.keep(s, policy.keep_count(6))[0].tolist() == [1, 4]
 
 
 def test_keep_top_is_sorted_and_per_layer():

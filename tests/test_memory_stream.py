@@ -114,7 +114,7 @@ def test_a_window_covering_the_stream_equals_full(tiny, full_answer):
         assert (a - b).abs().max().item() < 1e-4  # fp32 sums in another order: ~1e-6 seen
 
 
-@pytest.mark.parametrize("policy", ["rekv", "infinipot",
+@pytest.mark.parametrize("policy", ["rekv", "infinipot", "livevlm",
                                     pytest.param("streammem", marks=pytest.mark.xfail(
                                         strict=True, raises=AssertionError, reason=STREAMMEM_PROTOTYPE))])
 def test_budgets_larger_than_the_stream_drop_nothing(tiny, full_answer, windowed_reference, policy):
@@ -122,7 +122,7 @@ def test_budgets_larger_than_the_stream_drop_nothing(tiny, full_answer, windowed
     context is every block with every token, at its own positions, as the hand-built windowed reference."""
     ms = _stream(tiny, policy, **WHOLE)
     st = ms.stats()
-    left = st["tiers"]["host"]["blocks"] if policy == "rekv" else st["tiers"]["device"]["memory_blocks"]
+    left = st["tiers"]["host"]["blocks"] if policy in ("rekv", "livevlm") else st["tiers"]["device"]["memory_blocks"]
     assert left == LEFT and st["evicted"] == 0  # offload / compression ran on every block that left, lost none
     ans = _ask(ms)
     assert [e.block_id for e in ans.evidence] == list(range(N))
@@ -137,11 +137,29 @@ def test_budgets_larger_than_the_stream_drop_nothing(tiny, full_answer, windowed
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=WINDOWED_ENCODING)
-@pytest.mark.parametrize("policy", ["rekv", "infinipot"])
+@pytest.mark.parametrize("policy", ["rekv", "infinipot", "livevlm"])
 def test_budgets_larger_than_the_stream_equal_full(tiny, full_answer, policy):
     ans = _ask(_stream(tiny, policy, **WHOLE))
     assert ans.context_tokens == full_answer.context_tokens
     assert (ans.logits[0] - full_answer.logits[0]).abs().max().item() < 1e-4
+
+
+def test_livevlm_pages_hold_the_kept_tokens_and_answer_from_them(tiny):
+    """Blocks leaving the window become pages of half their vision tokens (host bytes shrink with the
+    tokens: each page keeps its text whole); an answer brings pages back with those tokens only, at their own positions."""
+    kw = dict(window_blocks=WINDOW, retrieve_blocks=LEFT, compress_ratio=0.5)
+    live, rekv = _stream(tiny, "livevlm", **kw), _stream(tiny, "rekv", **kw)
+    pages = [b for b in live.blocks.values() if b.tier == "host"]
+    assert len(pages) == LEFT and all(b.n_vis == round(b.n_vis_orig * 0.5) for b in pages)
+    host = [s.stats()["tiers"]["host"]["bytes"] for s in (live, rekv)]
+    tokens = [sum(b.n_tokens for b in s.blocks.values() if b.tier == "host") for s in (live, rekv)]
+    assert tokens[0] < tokens[1] and host[0] / host[1] == pytest.approx(tokens[0] / tokens[1], rel=0.02)
+    ans = _ask(live)
+    brought = [e.block_id for e in ans.evidence if e.reason in ("retrieved", "time")]
+    assert sorted(brought) == sorted(b.id for b in pages)
+    for bid in brought:
+        assert ans.kept[bid].shape[1] == live.blocks[bid].n_vis < live.blocks[bid].n_vis_orig
+    assert ans.context_tokens < _ask(rekv).context_tokens
 
 
 def test_planted_block_is_retrieved_first(tiny):
@@ -156,8 +174,9 @@ def test_planted_block_is_retrieved_first(tiny):
     assert best.block_id == planted and len(retrieved) == 3
 
 
-def test_question_naming_a_time_gets_the_covering_blocks(tiny):
-    ms = _stream(tiny, "rekv", window_blocks=2, retrieve_blocks=1)
+@pytest.mark.parametrize("policy", ["rekv", "livevlm"])
+def test_question_naming_a_time_gets_the_covering_blocks(tiny, policy):
+    ms = _stream(tiny, policy, window_blocks=2, retrieve_blocks=1)
     ans = _ask(ms, "What was on the sign at 0:06?")
     timed = {e.block_id for e in ans.evidence if e.reason == "time"}
     assert timed == {3}  # block 3 spans [6, 7); block 2 ends at 5 s, where the 1 s slack stops
@@ -218,7 +237,7 @@ def test_rebase_limit_past_the_trained_positions_is_refused(tiny):
         MemoryStream(tiny, cfg).ingest(PATCHES[0])
 
 
-@pytest.mark.parametrize("policy", ["rekv", "streammem"])
+@pytest.mark.parametrize("policy", ["rekv", "streammem", "livevlm"])
 def test_save_and_load_round_trip(tiny, tmp_path, policy):
     # index torch: a faiss index in host RAM for what 64 MiB of disk can hold would not fit 6 blocks' host tier
     ms = _stream(tiny, policy, window_blocks=3, retrieve_blocks=4, host_budget=6 * 30 * 1024 * 1, disk_budget=64 * 2**20,

@@ -86,7 +86,7 @@ class ChatRequest(_Loose):
     until: float | None = Field(None, ge=0.0)
     """Hide blocks that start at or after this stream time, without waiting."""
     policy: str | None = Field(None, max_length=32)
-    """Memory policy for a video first seen in this request (full, sliding, rekv, infinipot, streammem)."""
+    """Memory policy for a video first seen in this request (full, sliding, rekv, infinipot, streammem, livevlm)."""
 
 
 # ---- chat responses -----------------------------------------------------------------------------
