@@ -356,6 +356,24 @@ class Backbone:
         return int(self.model.config.text_config.max_position_embeddings)
 
 
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> [n, hidden] float32 unit rows: the language model's last hidden states (after its final
+        norm), mean-pooled over each text's tokens, read alone (no video, no prompt). The text memory's default
+        embedder (memory/captions.py)."""
+        rows = []
+        with self.lock:
+            for text in texts:
+                ids = self.layout.encode_text(text)
+                if not ids:
+                    raise ValueError("cannot embed an empty text")
+                n = len(ids)
+                pos = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
+                out = self.model.model.language_model(input_ids=torch.tensor([ids], device=self.device),
+                                                      position_ids=pos, use_cache=False)
+                rows.append(torch.nn.functional.normalize(out.last_hidden_state[0].float().mean(0), dim=0))
+        return torch.stack(rows).cpu()
+
     def new_cache(self, max_tokens: int | None = None) -> KVCache:
         d = self.dims
         return KVCache(d.num_layers, d.kv_heads, d.head_dim, self.dtype, self.device, max_tokens)

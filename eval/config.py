@@ -54,6 +54,14 @@ class RunConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
+    def __post_init__(self) -> None:
+        patch_s = 2 / self.ingest.fps  # two frames make one temporal patch
+        gap = self.memory.caption_interval
+        if self.memory.policy == "streamchat" and 0 < gap < patch_s - 1e-9:
+            raise ConfigError(f"memory.caption_interval: {gap:g} s is shorter than a temporal patch ({patch_s:g} s: "
+                              f"2 frames at ingest.fps {self.ingest.fps:g}), and captions follow patches; use "
+                              f"{patch_s:g} or more, or 0 for a caption after every patch")
+
 
 @dataclass(frozen=True)
 class Resolved(Generic[T]):

@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 def add_config_flags(p: argparse.ArgumentParser, *, model: bool = True, ingest: bool = True,
-                     memory: bool = True, policy_help: str = "full, sliding, rekv, infinipot, streammem, livevlm") -> None:
+                     memory: bool = True, policy_help: str = "full, sliding, rekv, infinipot, streammem, livevlm, streamchat") -> None:
     """Flags shared by the verbs; each overrides the matching key of the YAML config."""
     p.add_argument("--config", help="YAML config file (default: the packaged configs/default.yaml)")
     if model:

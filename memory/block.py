@@ -306,3 +306,20 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
         memory = (capacity - fixed) // 2
         return DevicePlan(bytes_per_token, block, fixed + memory, fixed, memory, retrieval)
     return DevicePlan(bytes_per_token, block, capacity, fixed, 0, retrieval, rows, device_reserve, host_reserve)
+
+
+def placement(blocks: list[Block], window: list[Block], next_position: int, base: int,
+              cfg: MemoryConfig) -> list[int | None]:
+    """Model positions for blocks brought in, in time order: their own (None; positions keep), or
+    packed just before the window (contiguous, and for keep-mode blocks further back than rebase_limit)."""
+    if not blocks:
+        return []
+    anchor = (window[0].pos_start - base) if window else next_position
+    far = next_position - cfg.rebase_limit
+    if cfg.positions == "keep" and all(b.pos_start - base >= far for b in blocks):
+        return [None] * len(blocks)
+    out, pos = [], anchor - sum(b.span for b in blocks)
+    for b in blocks:
+        out.append(pos)
+        pos += b.span
+    return out

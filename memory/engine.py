@@ -17,7 +17,7 @@ import torch
 from longwatch.backbone.inputs import Segment, apply_shift, rope_text, shift_cos_sin, vision_tokens
 from longwatch.backbone.model import Backbone, DecodeResult, QKCapture, Sampling, decode, prefill
 from longwatch.ingest.patches import TemporalPatch
-from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, plan_device
+from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, placement, plan_device
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Exit, Policy, Selection, leaving_window
 from longwatch.memory.retrieval import parse_time_ranges, question_query, spread
@@ -39,6 +39,8 @@ class Encoder:
     def __init__(self, backbone: Backbone, store: BlockStore, cfg: MemoryConfig, policy: Policy) -> None:
         self.bb, self.store, self.cfg, self.policy = backbone, store, cfg, policy
         self.prefix = backbone.layout.prefix()
+        self.after_commit: Callable[[Block], None] | None = None
+        """Called with each new patch block once the window policy ran (streamchat's captions, memory/captions.py)."""
 
     @property
     def wants_prerope(self) -> bool:
@@ -96,6 +98,8 @@ class Encoder:
         for old in leaving_window(self.store.window, self.policy.window(self.cfg)):
             self._leave(old)
         self.store.refresh_stats()
+        if self.after_commit is not None:
+            self.after_commit(block)
         return block
 
     def _start(self) -> None:
@@ -133,8 +137,10 @@ class Evidence:
     t_start: float
     t_end: float
     reason: str
-    """'sink', 'memory' (compressed, on device), 'window', 'retrieved' or 'time'."""
+    """'sink', 'memory' (compressed, on device), 'window', 'retrieved', 'time' or 'note' (streamchat's text memory:
+    its block_id is -1 - the note's id, `text` the note)."""
     score: float | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -371,23 +377,6 @@ def reach(store: BlockStore, end: int, brought: Sequence[int] = ()) -> int:
     the device blocks and blocks brought in at model positions `brought`."""
     starts = [b.pos_start - store.base for b in store.device_blocks] + list(brought)
     return end - 1 - min(starts) if starts else 0
-
-
-def placement(blocks: list[Block], window: list[Block], next_position: int, base: int,
-              cfg: MemoryConfig) -> list[int | None]:
-    """Model positions for blocks brought in, in time order: their own (None; positions keep), or
-    packed just before the window (contiguous, and for keep-mode blocks further back than rebase_limit)."""
-    if not blocks:
-        return []
-    anchor = (window[0].pos_start - base) if window else next_position
-    far = next_position - cfg.rebase_limit
-    if cfg.positions == "keep" and all(b.pos_start - base >= far for b in blocks):
-        return [None] * len(blocks)
-    out, pos = [], anchor - sum(b.span for b in blocks)
-    for b in blocks:
-        out.append(pos)
-        pos += b.span
-    return out
 
 
 def evidence_of(device_blocks: tuple[Block, ...], selections: list[Selection], blocks) -> list[Evidence]:

@@ -90,6 +90,8 @@ class Policy:
     prototype = False
     pages = False
     """True if an offloaded block is first shrunk to keep_count vision tokens by its ingest scores (livevlm)."""
+    captions = False
+    """True if the stream keeps a text memory of captions beside its KV (streamchat)."""
 
     def __init__(self, cfg: MemoryConfig) -> None:
         self.cfg = cfg
@@ -308,6 +310,15 @@ class LiveVLMPolicy(ReKVPolicy):
         return novelty_scores(keys, prev_keys)
 
 
+class StreamChatPolicy(SlidingPolicy):
+    """StreamChat: application-level text memory. The KV is a sliding window (older blocks dropped); the
+    backbone captions the stream as it plays and questions are answered from the notes they pick plus the
+    window (memory/textmem.py decides, memory/captions.py writes and asks)."""
+
+    name = "streamchat"
+    captions = True
+
+
 REGISTRY: dict[str, type[Policy]] = {
     "full": FullPolicy,
     "sliding": SlidingPolicy,
@@ -315,6 +326,7 @@ REGISTRY: dict[str, type[Policy]] = {
     "infinipot": InfiniPotPolicy,
     "streammem": StreamMemPolicy,
     "livevlm": LiveVLMPolicy,
+    "streamchat": StreamChatPolicy,
 }
 
 

@@ -5,12 +5,14 @@
 - `Encoder` (memory/engine.py): a temporal patch -> its forward -> a block in the store; the policy's
   window decisions.
 - `Answerer` (memory/engine.py): a question -> retrieval -> the question's cache -> decoded answer.
+- `NoteTaker` (memory/captions.py), streamchat only: captions into a text memory, questions answered from it.
 
 This file only builds them and forwards the public API (ingest, ask, stats, rebase, save, load, close).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import threading
@@ -22,12 +24,14 @@ from longwatch.backbone.cache import KVCache
 from longwatch.backbone.model import Backbone, Sampling
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import Block
+from longwatch.memory.captions import NoteTaker, make_embedder
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.engine import Answer, Answerer, Encoder, Evidence, YesNo
 from longwatch.memory.persist import Journal, check_saved, header, snapshot
 from longwatch.memory.policies import make_policy
 from longwatch.memory.retrieval import make_index
 from longwatch.memory.store import BlockStore
+from longwatch.memory.textmem import TextMemory
 from longwatch.memory.tiers import DiskTier, HostTier
 
 
@@ -68,6 +72,15 @@ class MemoryStream:
             journal.attach(self.store, self.encoder, header(backbone, cfg))
         self.skipped_on_load = journal.skipped if journal else 0
         """Torn blocks skipped when this stream's memory_dir was loaded."""
+        self.notes: NoteTaker | None = None
+        """streamchat's captions and text memory (None for the other policies)."""
+        if policy.captions:
+            embed = make_embedder(cfg.text_embedder, backbone)
+            text = TextMemory(cfg.host_budget, cfg.note_merge, embed.name, memory_dir)
+            if memory_dir:
+                text.load(memory_dir, embed)
+            self.notes = NoteTaker(backbone, self.answerer, cfg, text, embed)
+            self.encoder.after_commit = self.notes.after_block
 
     @property
     def lock(self) -> threading.RLock:
@@ -82,7 +95,12 @@ class MemoryStream:
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
             window_only: bool = False, copy_limit: int | None = None) -> Answer:
-        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit`)."""
+        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit`;
+        streamchat: NoteTaker.ask, from its notes and the window)."""
+        if self.notes is not None and not window_only:
+            ans = self.notes.ask(question, now, until, on_text=on_text, keep_logits=keep_logits, sampling=sampling,
+                                 should_stop=should_stop, copy_limit=copy_limit)
+            return dataclasses.replace(ans, memory=self.stats())
         return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only,
                                  copy_limit)
 
@@ -95,8 +113,15 @@ class MemoryStream:
         return self.answerer.yes_no(condition)
 
     def stats(self) -> dict:
-        """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats)."""
-        return self.store.stats()
+        """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats). streamchat:
+        its notes count in the host tier (the only thing it keeps there) and `text` details them."""
+        stats = self.store.stats()
+        if self.notes is None:
+            return stats
+        text = self.notes.stats()
+        host = stats["tiers"]["host"]
+        host = dict(host, bytes=host.get("bytes", 0) + text["bytes"], peak=host.get("peak", 0) + text["peak"])
+        return dict(stats, tiers=dict(stats["tiers"], host=host), text=text)
 
     def rebase(self, delta: int) -> None:
         self.store.rebase(delta)
@@ -125,6 +150,8 @@ class MemoryStream:
     def save(self, folder: str) -> None:
         """Write the whole memory to `folder` (a fresh journal); `MemoryStream.load` restores it."""
         snapshot(self.store, header(self.bb, self.cfg), folder)
+        if self.notes is not None:
+            self.notes.notes.save(folder)
 
     @classmethod
     def load(cls, backbone: Backbone, cfg: MemoryConfig, folder: str, stream_id: str = "default") -> MemoryStream:

@@ -1,8 +1,8 @@
 """A fake Qwen3-VL for memory tests: real tokenizer, layout and rotary module, random K/V in ~1 ms per patch.
 
 Shaped like the real model where memory/ touches it: model.config.text_config,
-model.model.language_model.{layers[i].self_attn.{q_norm,k_norm}, rotary_emb}, and a forward that
-writes K/V through the cache's `update` and returns logits.
+model.model.language_model.{layers[i].self_attn.{q_norm,k_norm}, rotary_emb} and its hidden states (for
+Backbone.embed_text), and a forward that writes K/V through the cache's `update` and returns logits.
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ class _Inner(nn.Module):
             past_key_values.update(k.transpose(1, 2), v.transpose(1, 2), i)
 
 
+class _LanguageModel(nn.Module):
+    """Stands for the text model where Backbone.embed_text reads it: hidden states that depend on the token ids."""
+
+    def forward(self, input_ids, **_):
+        table = torch.Generator().manual_seed(7)
+        rows = torch.randn(512, 32, generator=table)
+        return SimpleNamespace(last_hidden_state=rows[input_ids % 512])
+
+
 class FakeModel(nn.Module):
     def __init__(self, layers: int = 2, heads: int = 4, kv_heads: int = 2, head_dim: int = 32, seed: int = 0) -> None:
         super().__init__()
@@ -58,7 +67,7 @@ class FakeModel(nn.Module):
         cfg.text_config.num_hidden_layers = layers
         self.config = cfg
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        lm = nn.Module()
+        lm = _LanguageModel()
         lm.layers = nn.ModuleList([_Layer() for _ in range(layers)])
         lm.rotary_emb = Qwen3VLTextRotaryEmbedding(cfg.text_config)
         self.model = _Inner(self)

@@ -18,7 +18,8 @@ from longwatch.backbone.cache import KVCache
 from longwatch.backbone.inputs import apply_shift, shift_cos_sin
 from longwatch.memory.block import DEVICE, DISK, HOST, MEMORY, Block, DevicePlan, placed
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.engine import evidence_of, placement
+from longwatch.memory.block import placement
+from longwatch.memory.engine import evidence_of
 from longwatch.memory.policies import Selection, leaving_window, make_policy
 from longwatch.memory.retrieval import TorchIndex
 from longwatch.memory.store import BlockStore

@@ -86,7 +86,8 @@ class ChatRequest(_Loose):
     until: float | None = Field(None, ge=0.0)
     """Hide blocks that start at or after this stream time, without waiting."""
     policy: str | None = Field(None, max_length=32)
-    """Memory policy for a video first seen in this request (full, sliding, rekv, infinipot, streammem, livevlm)."""
+    """Memory policy for a video first seen in this request (full, sliding, rekv, infinipot, streammem, livevlm,
+    streamchat)."""
 
 
 # ---- chat responses -----------------------------------------------------------------------------
