@@ -26,7 +26,7 @@ from longwatch.backbone.presets import NATIVE_FRAME_SIZE
 from longwatch.eval.validate import validate
 from longwatch.ingest.config import IngestConfig
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.schema import ConfigError
+from longwatch.memory.schema import ConfigError, format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,13 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self) -> None:
+        if self.memory.policy == "videorag":
+            sides = [int(v) for v in str(self.ingest.frame_size).split("x")]
+            raw = 2 * 3 * (sides[0] * sides[-1] + 32 * (sides[0] + sides[-1]))  # two RGB frames, sides snapped up to 32
+            if self.memory.disk_budget < raw:
+                raise ConfigError(f"memory.disk_budget: videorag keeps each patch's two frames on disk (lossless PNG, "
+                                  f"up to {format_bytes(raw)} at ingest.frame_size {self.ingest.frame_size}); "
+                                  f"{format_bytes(self.memory.disk_budget)} cannot hold one, give at least {raw}")
         patch_s = 2 / self.ingest.fps  # two frames make one temporal patch
         gap = self.memory.caption_interval
         if self.memory.policy == "streamchat" and 0 < gap < patch_s - 1e-9:

@@ -258,7 +258,8 @@ def plan_device(cfg: MemoryConfig, bytes_per_token: int, vision_tokens: int, pre
     """
     block = vision_tokens + 2 + TIMESTAMP_TOKENS_MAX
     per_block_bytes = block * bytes_per_token
-    retrieval = cfg.retrieve_blocks + cfg.time_blocks if cfg.policy in RETRIEVING else 0
+    # videorag's fresh context (prefix + its picked patches + the answer) is held while answering like rekv's slots
+    retrieval = cfg.retrieve_blocks + cfg.time_blocks if cfg.policy in RETRIEVING + ("videorag",) else 0
     if cfg.policy == "full":
         return DevicePlan(bytes_per_token, block, None, 0, 0, 0)
     rows = device_reserve = host_reserve = 0

@@ -99,7 +99,7 @@ class NoteTaker:
         """Wall time spent writing and embedding captions (the cost the speed report shows)."""
         self.tokens = self.written = self.failed = 0
 
-    def after_block(self, block: Block) -> None:
+    def after_block(self, block: Block, patch: Any = None) -> None:
         """Caption the window after `block` when one is due; a failed caption is logged, the block stays."""
         if self._last is not None and block.t_end - self._last < self.cfg.caption_interval - 1e-6:
             return

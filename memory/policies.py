@@ -91,7 +91,9 @@ class Policy:
     pages = False
     """True if an offloaded block is first shrunk to keep_count vision tokens by its ingest scores (livevlm)."""
     captions = False
-    """True if the stream keeps a text memory of captions beside its KV (streamchat)."""
+    """True if the stream keeps a text memory of captions beside its KV (streamchat, videorag)."""
+    frames = False
+    """True if the stream keeps its patches' frames on disk to encode afresh per question (videorag)."""
 
     def __init__(self, cfg: MemoryConfig) -> None:
         self.cfg = cfg
@@ -319,6 +321,14 @@ class StreamChatPolicy(SlidingPolicy):
     captions = True
 
 
+class VideoRAGPolicy(StreamChatPolicy):
+    """Video RAG: captions as streamchat, plus each patch's frames kept on the disk tier; a question's patches
+    (by time, or by the captions nearest to it) are encoded afresh before it (memory/videorag.py)."""
+
+    name = "videorag"
+    frames = True
+
+
 REGISTRY: dict[str, type[Policy]] = {
     "full": FullPolicy,
     "sliding": SlidingPolicy,
@@ -327,6 +337,7 @@ REGISTRY: dict[str, type[Policy]] = {
     "streammem": StreamMemPolicy,
     "livevlm": LiveVLMPolicy,
     "streamchat": StreamChatPolicy,
+    "videorag": VideoRAGPolicy,
 }
 
 

@@ -32,6 +32,7 @@ from longwatch.memory.policies import make_policy
 from longwatch.memory.retrieval import make_index
 from longwatch.memory.store import BlockStore
 from longwatch.memory.textmem import TextMemory
+from longwatch.memory.videorag import FrameRAG, FrameStore
 from longwatch.memory.tiers import DiskTier, HostTier
 
 
@@ -79,7 +80,13 @@ class MemoryStream:
             text = TextMemory(cfg.host_budget, cfg.note_merge, embed.name, memory_dir)
             if memory_dir:
                 text.load(memory_dir, embed)
-            self.notes = NoteTaker(backbone, self.answerer, cfg, text, embed)
+            if policy.frames:
+                where = Path(memory_dir or folder) / "frames"
+                store = FrameStore(str(where), cfg.disk_budget, cfg.frame_merge)
+                store.load()
+                self.notes = FrameRAG(backbone, self.answerer, cfg, text, embed, frames=store)
+            else:
+                self.notes = NoteTaker(backbone, self.answerer, cfg, text, embed)
             self.encoder.after_commit = self.notes.after_block
 
     @property
@@ -113,15 +120,20 @@ class MemoryStream:
         return self.answerer.yes_no(condition)
 
     def stats(self) -> dict:
-        """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats). streamchat:
-        its notes count in the host tier (the only thing it keeps there) and `text` details them."""
+        """Tier bytes, peaks, budgets and block counts; safe from any thread (see BlockStore.stats). streamchat and
+        videorag: notes count in the host tier, videorag's frames in the disk tier; `text`, `frames` detail them."""
         stats = self.store.stats()
         if self.notes is None:
             return stats
         text = self.notes.stats()
-        host = stats["tiers"]["host"]
-        host = dict(host, bytes=host.get("bytes", 0) + text["bytes"], peak=host.get("peak", 0) + text["peak"])
-        return dict(stats, tiers=dict(stats["tiers"], host=host), text=text)
+        frames = text.pop("frames", None)
+        tiers = dict(stats["tiers"])
+        for tier, part in (("host", text), ("disk", frames)):  # each is the only thing its policy keeps there
+            if part is not None:
+                t = tiers[tier]
+                tiers[tier] = dict(t, bytes=t.get("bytes", 0) + part["bytes"], peak=t.get("peak", 0) + part["peak"])
+        out = dict(stats, tiers=tiers, text=text)
+        return out if frames is None else dict(out, frames=frames)
 
     def rebase(self, delta: int) -> None:
         self.store.rebase(delta)
@@ -152,6 +164,8 @@ class MemoryStream:
         snapshot(self.store, header(self.bb, self.cfg), folder)
         if self.notes is not None:
             self.notes.notes.save(folder)
+        if isinstance(self.notes, FrameRAG):
+            self.notes.frames.save(str(Path(folder) / "frames"))
 
     @classmethod
     def load(cls, backbone: Backbone, cfg: MemoryConfig, folder: str, stream_id: str = "default") -> MemoryStream:

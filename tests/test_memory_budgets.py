@@ -38,11 +38,11 @@ def _check(ms: MemoryStream, cfg: MemoryConfig) -> None:
 
 # 1,500 patches in the default run (the tiers fill within the first hundred); 5,000 behind -m slow (~35 s)
 @pytest.mark.parametrize("n", [1500, pytest.param(5000, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("policy", ["sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat"])
+@pytest.mark.parametrize("policy", ["sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat", "videorag"])
 def test_no_tier_over_budget_across_a_long_stream(fake, policy, n, tmp_path):
     cfg = MemoryConfig(policy=policy, device_budget=400_000, host_budget=40_000, disk_budget=60_000,
                        disk_dir=str(tmp_path), window_blocks=3, retrieve_blocks=2, time_blocks=2, answer_tokens=32,
-                       text_embedder="backbone")  # streamchat: the fake's captions end at once (its notes: test_streamchat)
+                       text_embedder="backbone")  # streamchat, videorag: the fake's captions end at once (notes: test_streamchat)
     ms = MemoryStream(fake, cfg)
     for i in range(n):
         ms.ingest(_patch(i))

@@ -20,12 +20,13 @@ def _block(i: int, n_vis: int, scores: torch.Tensor | None = None, head: int = 8
 
 
 def test_registry_and_exit_actions():
-    actions = {name: make_policy(MemoryConfig(policy=name)).on_exit for name in REGISTRY}
+    actions = {name: make_policy(MemoryConfig(policy=name, disk_budget=1)).on_exit for name in REGISTRY}
     assert actions == {"full": Exit.KEEP, "sliding": Exit.DROP, "rekv": Exit.OFFLOAD,
                        "infinipot": Exit.COMPRESS, "streammem": Exit.COMPRESS, "livevlm": Exit.OFFLOAD,
-                       "streamchat": Exit.DROP}
-    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n)).pages] == ["livevlm"]
-    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n)).captions] == ["streamchat"]
+                       "streamchat": Exit.DROP, "videorag": Exit.DROP}
+    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n, disk_budget=1)).pages] == ["livevlm"]
+    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n, disk_budget=1)).captions] == ["streamchat", "videorag"]
+    assert [n for n in REGISTRY if make_policy(MemoryConfig(policy=n, disk_budget=1)).frames] == ["videorag"]
     assert make_policy(MemoryConfig(policy="full")).window(MemoryConfig()) is None
 
 

