@@ -40,10 +40,11 @@ def _disk_folder(cfg: MemoryConfig, stream_id: str, memory_dir: str | None) -> t
     """The disk tier's folder and the scratch TemporaryDirectory to clean up (or None)."""
     if memory_dir:
         return memory_dir, None
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id) or "stream"  # ids like "bench/video/policy" are not paths
     if cfg.disk_dir:  # one folder per stream, so streams sharing a disk_dir never touch each other's files
-        return str(Path(cfg.disk_dir) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stream_id) or "stream")), None
+        return str(Path(cfg.disk_dir) / name), None
     if cfg.disk_budget > 0:
-        scratch = tempfile.TemporaryDirectory(prefix=f"longwatch-{stream_id}-")
+        scratch = tempfile.TemporaryDirectory(prefix=f"longwatch-{name}-")
         return scratch.name, scratch
     return None, None
 

@@ -158,3 +158,12 @@ def test_pinned_host_blocks_cost_their_rounded_allocation():
     pinned, plain = HostTier(10_000, pin=True), HostTier(10_000, pin=False)
     assert [pinned.cost(n) for n in (1, 3000, 4096, 4097)] == [1, 4096, 4096, 8192]
     assert plain.cost(3000) == 3000
+
+
+def test_a_stream_id_with_slashes_gets_a_scratch_disk_folder(fake):
+    """eval names its streams "bench/video/policy": the disk tier's scratch folder must not take that as a path."""
+    ms = MemoryStream(fake, MemoryConfig(policy="sliding", disk_budget=10**6, host_budget=40_000, device_budget=400_000,
+                                         window_blocks=2, answer_tokens=32),
+                      stream_id="annotations/needle_000/sliding")
+    ms.ingest(_patch(0))
+    ms.close()
