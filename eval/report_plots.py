@@ -1,4 +1,4 @@
-"""PNG plots of a run: accuracy and KL vs budget, time to first token vs stream length, memory over time."""
+"""PNG plots of a run: accuracy and KL vs budget, accuracy vs peak memory, TTFT vs stream length, memory over time."""
 
 from __future__ import annotations
 
@@ -34,6 +34,31 @@ def _vs_budget(rows: list[dict], key: str, ylabel: str, path: Path, default_budg
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _vs_memory(rows: list[dict], path: Path) -> Path | None:
+    """Accuracy against what each run kept at its peak in all tiers together, one line per policy (its budgets)."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        peak = sum(r.get(f"peak_{t}_bytes") or 0 for t in TIERS)
+        if r.get("accuracy") is not None and peak > 0:
+            series[r["policy"]].append((peak / MIB, r["accuracy"]))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy, pts in series.items():
+        pts.sort()
+        ax.plot(*zip(*pts), marker="o", label=policy)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("peak memory kept, device + host + disk (MiB)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -93,6 +118,7 @@ def write_plots(rows: list[dict[str, Any]], records: list[dict], timeline: list[
     made = {
         "plot_accuracy": _vs_budget(rows, "accuracy", "accuracy", out / "accuracy_vs_budget.png", default_budget),
         "plot_kl": _vs_budget(rows, "kl", "KL to full context", out / "kl_vs_budget.png", default_budget),
+        "plot_memory_accuracy": _vs_memory(rows, out / "accuracy_vs_memory.png"),
         "plot_ttft": _ttft(records, out / "ttft_vs_stream.png"),
         "plot_memory": _memory(timeline, out / "memory_over_time.png"),
     }
