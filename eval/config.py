@@ -59,8 +59,8 @@ class RunConfig:
             sides = [int(v) for v in str(self.ingest.frame_size).split("x")]
             raw = 2 * 3 * (sides[0] * sides[-1] + 32 * (sides[0] + sides[-1]))  # two RGB frames, sides snapped up to 32
             if self.memory.disk_budget < raw:
-                raise ConfigError(f"memory.disk_budget: videorag keeps each patch's two frames on disk (lossless PNG, "
-                                  f"up to {format_bytes(raw)} at ingest.frame_size {self.ingest.frame_size}); "
+                raise ConfigError(f"memory.disk_budget: videorag keeps each patch's two frames on disk (lossless; "
+                                  f"{format_bytes(raw)} raw at ingest.frame_size {self.ingest.frame_size}); "
                                   f"{format_bytes(self.memory.disk_budget)} cannot hold one, give at least {raw}")
         patch_s = 2 / self.ingest.fps  # two frames make one temporal patch
         gap = self.memory.caption_interval

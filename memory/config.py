@@ -118,6 +118,6 @@ class MemoryConfig:
             raise ValueError(f"frame_merge: must be in (0, 1], got {self.frame_merge}")
         if self.policy == "videorag" and self.disk_budget == 0:
             raise ValueError("disk_budget: videorag keeps its patches' frames on the disk tier, and disk_budget is 0; "
-                             "give it room (a patch's two frames at 448x448 are 1.2 MB raw, less as PNG), e.g. 1GB")
+                             "give it room (a patch's two frames at 448x448 are 1.2 MB raw, less compressed), e.g. 1GB")
         if self.answer_tokens < 16:
             raise ValueError(f"answer_tokens: must be >= 16, got {self.answer_tokens}")

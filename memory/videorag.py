@@ -1,7 +1,7 @@
 """Video RAG (AdaVideoRAG, ViG-RAG): sampled frames kept on disk, found by caption or time, encoded afresh per question.
 
 `FrameStore` is the decision logic and the disk tier of the `videorag` policy: the frames of a patch are kept
-(lossless PNG, inside memory.disk_budget, oldest leaving first) unless their pooled vision features are as alike
+(lossless, numpy's deflate-compressed .npz: no video library in memory/; inside memory.disk_budget, oldest first out) unless their pooled vision features are as alike
 as `memory.frame_merge` to the last kept patch's (the sampling), with a journal to reload them. `pick_frames`
 chooses a question's patches: those covering a time it names, then the frames of the notes nearest by embedding
 (text questions go through the caption index: pooled vision features and question text share no space).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -58,7 +58,7 @@ class Kept:
 
 
 class FrameStore:
-    """Patches' frames as PNG files in `folder` under a byte `budget`; see the module docstring."""
+    """Patches' frames as compressed .npz files in `folder` under a byte `budget`; see the module docstring."""
 
     def __init__(self, folder: str, budget: int, merge: float) -> None:
         self.folder, self.budget, self.merge = Path(folder), budget, merge
@@ -73,15 +73,15 @@ class FrameStore:
         if self.kept and float(self.kept[-1].feature @ feature) >= self.merge:
             self.skipped += 1
             return None
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(np.concatenate(list(frames), 0)[..., ::-1]))
-        if not ok:
-            raise ValueError(f"block {block_id}: its frames could not be encoded as PNG")
-        data = png.tobytes()
-        entry = Kept(block_id, t_start, t_end, t_mid, f"frames-{block_id:09d}.png", 0, feature)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, frames=np.ascontiguousarray(frames, dtype=np.uint8))
+        data = buf.getvalue()
+        entry = Kept(block_id, t_start, t_end, t_mid, f"frames-{block_id:09d}.npz", 0, feature)
         # its file, its journal line and room for one stale line until the journal is compacted (_write)
         entry.nbytes = len(data) + 2 * len(json.dumps({"op": "put", "entry": entry.as_dict()})) + 64
         if entry.nbytes > self.budget:
-            raise ValueError(f"memory.disk_budget: one patch's frames take {entry.nbytes} bytes (PNG and journal), more than the "
+            raise ValueError(f"memory.disk_budget: one patch's frames take {entry.nbytes} bytes (compressed, with their "
+                             f"journal line), more than the "
                              f"disk budget of {self.budget}")
         while self.kept and self.bytes + entry.nbytes > self.budget:
             old = self.kept.pop(0)
@@ -100,10 +100,11 @@ class FrameStore:
 
     def frames(self, entry: Kept) -> np.ndarray:
         """The two frames [2, H, W, 3] uint8 RGB of a kept patch, as they were given."""
-        img = cv2.imread(str(self.folder / entry.file), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"{self.folder / entry.file}: frames of block {entry.block_id} are missing")
-        return np.ascontiguousarray(img[..., ::-1].reshape(2, img.shape[0] // 2, img.shape[1], 3))
+        path = self.folder / entry.file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: frames of block {entry.block_id} are missing")
+        with np.load(path) as data:
+            return data["frames"]
 
     def stats(self) -> dict:
         return {"patches": len(self.kept), "bytes": self.bytes, "peak": self.peak, "budget": self.budget,
