@@ -94,41 +94,55 @@ class BlockFiles:
         except FileNotFoundError:
             pass
 
-    @staticmethod
-    def _line(record: dict) -> str:
-        return json.dumps(record, separators=(",", ":")) + "\n"
-
     def append_journal(self, record: dict) -> None:
-        with open(self.journal_path, "a") as f:
-            f.write(self._line(record))
-            if self.durable:
-                f.flush()
-                os.fsync(f.fileno())
+        append_record(self.journal_path, record, self.durable)
 
     def replace_journal(self, records: list[dict]) -> None:
         """Swap the journal for `records` atomically (written beside it, synced, renamed)."""
-        tmp = self.journal_path.with_suffix(".compact.tmp")
-        with open(tmp, "w") as f:
-            f.writelines(self._line(r) for r in records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.journal_path)
+        replace_records(self.journal_path, records)
 
     def read_journal(self) -> list[dict]:
         """Journal records in order; a torn last line (crash mid-write) is skipped with a warning."""
-        if not self.journal_path.is_file():
-            return []
-        records = []
-        lines = self.journal_path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("journal %s line %d is torn; skipped", self.journal_path, i + 1)
-        return records
+        return read_records(self.journal_path)
 
     def reset_journal(self) -> None:
         self.journal_path.unlink(missing_ok=True)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def append_record(path: Path, record: dict, durable: bool = True) -> None:
+    """Append one JSON line to a journal (synced to disk when `durable`)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(_line(record))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def replace_records(path: Path, records: list[dict]) -> None:
+    """Swap the journal at `path` for `records` atomically (written beside it, synced, renamed)."""
+    tmp = path.with_suffix(".compact.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(_line(r) for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_records(path: Path) -> list[dict]:
+    """A journal's records in order ([] if there is none); a torn line (crash mid-write) is skipped, logged."""
+    if not path.is_file():
+        return []
+    records = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("journal %s line %d is torn; skipped", path, i + 1)
+    return records
 
 
 def ref_to_dict(ref: FileRef) -> dict:

@@ -9,14 +9,14 @@ folder so a saved stream answers the same. `memory/captions.py` writes the capti
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from longwatch.memory.blockfiles import append_record, read_records, replace_records
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +146,13 @@ class TextMemory:
             return
         if not self._path.exists():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"op": "open", "embedder": self.embedder_name})
-        self._append(record)
-
-    def _append(self, record: dict) -> None:
-        with open(self._path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            append_record(self._path, {"op": "open", "embedder": self.embedder_name})
+        append_record(self._path, record)
 
     def save(self, folder: str) -> None:
         """Write every note to `folder`/notes.jsonl (beside it first, then swapped in atomically)."""
-        path = Path(folder) / NOTES_FILE
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"op": "open", "embedder": self.embedder_name}) + "\n")
-            for n in self.notes:
-                f.write(json.dumps({"op": "put", "note": n.as_dict()}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_records(Path(folder) / NOTES_FILE, [{"op": "open", "embedder": self.embedder_name}]
+                        + [{"op": "put", "note": n.as_dict()} for n in self.notes])
 
     def load(self, folder: str, embed: Embed) -> None:
         """Replay `folder`/notes.jsonl (a torn last line, from a crash mid-write, is skipped); notes embedded by
@@ -175,12 +162,7 @@ class TextMemory:
             return
         notes: dict[int, Note] = {}
         saved_with = self.embedder_name
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: line %d is torn; skipped", path, i + 1)
-                continue
+        for r in read_records(path):
             if r.get("op") == "open":
                 saved_with = r.get("embedder", saved_with)
             elif r.get("op") == "put":

@@ -15,7 +15,6 @@ import base64
 import dataclasses
 import io
 import json
-import logging
 import os
 import shutil
 import time
@@ -28,12 +27,11 @@ import torch
 
 from longwatch.backbone.model import decode, prefill
 from longwatch.memory.block import Block
+from longwatch.memory.blockfiles import append_record, read_records, replace_records
 from longwatch.memory.captions import NoteTaker
 from longwatch.memory.engine import Answer, Evidence
 from longwatch.memory.retrieval import parse_time_ranges, spread
 from longwatch.memory.textmem import Picked
-
-log = logging.getLogger(__name__)
 
 FRAMES_FILE = "frames.jsonl"
 
@@ -112,8 +110,7 @@ class FrameStore:
 
     def _write(self, record: dict) -> None:
         """Append to the journal; past two lines per kept patch it is rewritten with one (stale lines stay bounded)."""
-        with open(self.folder / FRAMES_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.folder / FRAMES_FILE, record)
         self._lines += 1
         if self._lines > 2 * len(self.kept) + 8:
             self.save(str(self.folder))
@@ -125,24 +122,14 @@ class FrameStore:
         if dest.resolve() != self.folder.resolve():
             for e in self.kept:
                 shutil.copyfile(self.folder / e.file, dest / e.file)
-        tmp = dest / (FRAMES_FILE + ".tmp")
-        tmp.write_text("".join(json.dumps({"op": "put", "entry": e.as_dict()}) + "\n" for e in self.kept))
-        os.replace(tmp, dest / FRAMES_FILE)
+        replace_records(dest / FRAMES_FILE, [{"op": "put", "entry": e.as_dict()} for e in self.kept])
         if dest.resolve() == self.folder.resolve():
             self._lines = len(self.kept)
 
     def load(self) -> None:
         """Replay the folder's journal (a torn last line and entries whose file is gone are skipped)."""
-        path = self.folder / FRAMES_FILE
-        if not path.is_file():
-            return
         kept: dict[int, Kept] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: a torn line skipped", path)
-                continue
+        for r in read_records(self.folder / FRAMES_FILE):
             if r.get("op") == "put":
                 d = r["entry"]
                 feature = torch.frombuffer(bytearray(base64.b64decode(d["feature"])), dtype=torch.float32)
