@@ -25,7 +25,7 @@ from longwatch.backbone.config import ModelConfig
 from longwatch.backbone.presets import NATIVE_FRAME_SIZE
 from longwatch.eval.validate import validate
 from longwatch.ingest.config import IngestConfig
-from longwatch.memory.config import MemoryConfig
+from longwatch.memory.config import CAPTIONING, MemoryConfig
 from longwatch.memory.schema import ConfigError, format_bytes
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class RunConfig:
                                   f"{format_bytes(self.memory.disk_budget)} cannot hold one, give at least {raw}")
         patch_s = 2 / self.ingest.fps  # two frames make one temporal patch
         gap = self.memory.caption_interval
-        if self.memory.policy == "streamchat" and 0 < gap < patch_s - 1e-9:
+        if self.memory.policy in CAPTIONING and 0 < gap < patch_s - 1e-9:
             raise ConfigError(f"memory.caption_interval: {gap:g} s is shorter than a temporal patch ({patch_s:g} s: "
                               f"2 frames at ingest.fps {self.ingest.fps:g}), and captions follow patches; use "
                               f"{patch_s:g} or more, or 0 for a caption after every patch")

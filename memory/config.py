@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 POLICIES = ("full", "sliding", "rekv", "infinipot", "streammem", "livevlm", "streamchat", "videorag")
+CAPTIONING = ("streamchat", "videorag")
+"""Policies that caption the stream into a text memory (memory/captions.py); their caption_* and note settings apply."""
 
 
 def _bytes(default: int) -> int:
@@ -111,8 +113,8 @@ class MemoryConfig:
             raise ValueError(f"notes_context: {self.notes_context!r} is not window or notes")
         if self.text_embedder not in ("auto", "minilm", "backbone"):
             raise ValueError(f"text_embedder: {self.text_embedder!r} is not auto, minilm or backbone")
-        if self.policy == "streamchat" and self.host_budget < 4096:
-            raise ValueError(f"host_budget: streamchat keeps its notes in host RAM; {self.host_budget} bytes cannot "
+        if self.policy in CAPTIONING and self.host_budget < 4096:
+            raise ValueError(f"host_budget: {self.policy} keeps its notes in host RAM; {self.host_budget} bytes cannot "
                              "hold one; give at least 4KB (a note costs its text, its embedding: 1.5 KB with all-MiniLM-L6-v2, and 128 B)")
         if not 0 < self.frame_merge <= 1:
             raise ValueError(f"frame_merge: must be in (0, 1], got {self.frame_merge}")

@@ -142,5 +142,9 @@ def test_videorag_settings_that_cannot_work_fail_at_config_load():
     with pytest.raises(ConfigError, match=r"memory.disk_budget: videorag .* at ingest.frame_size 448.*give at least \d+"):
         load_config(None, {"memory.policy": "videorag", "memory.disk_budget": "1MB"})
     assert load_config(None, {"memory.policy": "videorag", "memory.disk_budget": "1GB"}).memory.policy == "videorag"
+    with pytest.raises(ConfigError, match=r"memory.caption_interval: 0.5 s is shorter than a temporal patch"):
+        load_config(None, {"memory.policy": "videorag", "memory.disk_budget": "1GB", "memory.caption_interval": 0.5})
+    with pytest.raises(ConfigError, match="memory.host_budget: videorag keeps its notes in host RAM"):
+        load_config(None, {"memory.policy": "videorag", "memory.disk_budget": "1GB", "memory.host_budget": "1KB"})
     with pytest.raises(ConfigError, match="memory.frame_merge"):
         load_config(None, {"memory.frame_merge": 0})
