@@ -31,6 +31,8 @@ read on its own, timestamp included) and it matches the format the model was rel
 RoPE shifts, with the model's own rotary module: for text tokens T = H = W, and moving a block by D on all
 three M-RoPE axes rotates every rotary pair by D * inv_freq regardless of how the pairs interleave T/H/W.
 So a block can be re-based (or moved next to others) by rotating its cached keys; values carry no position.
+Rotations at other (T, H, W) positions (a vision token's place in its grid) come from the module itself
+(`mrope_cos_sin`), which alone knows how it interleaves the axes.
 """
 
 from __future__ import annotations
@@ -224,6 +226,21 @@ def shift_cos_sin(rotary_emb: torch.nn.Module, delta: int, dtype: torch.dtype, d
     freqs = delta * inv_freq.cpu()
     emb = torch.cat([freqs, freqs])
     return emb.cos().to(device=device, dtype=torch.float32), emb.sin().to(device=device, dtype=torch.float32)
+
+
+def mrope_cos_sin(rotary_emb: torch.nn.Module, positions: torch.Tensor, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 cos/sin [B, L, head_dim] of M-RoPE `positions` [3 (T, H, W), B, L], from the model's rotary module
+    (which interleaves the three axes over the rotary pairs its own way); `apply_shift` applies them.
+
+    Computed in float32, as the model does: meant for small positions such as a vision token's offset within
+    its block (large shifts shared by all three axes go through `shift_cos_sin`, in float64).
+    """
+    scale = float(getattr(rotary_emb, "attention_scaling", 1.0))
+    if abs(scale - 1.0) > 1e-12:
+        raise ValueError("rotary attention scaling != 1 cannot be undone by a pure rotation")
+    cos, sin = rotary_emb(torch.empty(0, device=device, dtype=torch.float32), positions.to(device))
+    return cos.float(), sin.float()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

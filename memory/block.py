@@ -31,6 +31,7 @@ import torch
 from longwatch.backbone.inputs import apply_shift, shift_cos_sin
 from longwatch.memory.blockfiles import BlockFiles, FileRef
 from longwatch.memory.config import MemoryConfig
+from longwatch.memory.merge import merge_page
 from longwatch.memory.schema import ConfigError, format_bytes
 
 DEVICE, MEMORY, HOST, DISK, EVICTED = "device", "memory", "host", "disk", "evicted"
@@ -133,9 +134,12 @@ def compress_kv(kv: torch.Tensor, block: Block, keep: torch.Tensor, prototype: b
 
 
 def shrink(block: Block, kv: torch.Tensor, scores: torch.Tensor, k: int,
-           keep_fn: Callable[[torch.Tensor, int], torch.Tensor], prototype: bool) -> torch.Tensor:
+           keep_fn: Callable[[torch.Tensor, int], torch.Tensor], prototype: bool,
+           rotary: torch.nn.Module | None = None) -> torch.Tensor:
     """kv of `block` keeping its text and k vision tokens per layer (`keep_fn(scores, k)`: the policy's
-    pick by `scores` [layers, n_vis]), plus a prototype token if `prototype`; updates the block's metadata."""
+    pick by `scores` [layers, n_vis]), plus a prototype token if `prototype`; updates the block's metadata.
+    With the model's `rotary` module, the tokens not kept are merged into their most similar kept ones
+    (memory/merge.py: livevlm's pages) instead of dropped; the block has the same length either way."""
     # a new prototype must not make the block longer: it takes one vision token's place
     add_proto = prototype and not block.n_proto and block.n_vis >= 2
     k = min(k, block.n_vis - 1) if add_proto else min(k, block.n_vis)
@@ -143,6 +147,10 @@ def shrink(block: Block, kv: torch.Tensor, scores: torch.Tensor, k: int,
     new = compress_kv(kv, block, keep, add_proto or bool(block.n_proto))
     block.scores = torch.gather(scores, 1, keep)
     orig = block.kept if block.kept is not None else torch.arange(block.n_vis).expand(keep.shape[0], -1)
+    if rotary is not None and keep.shape[1] < block.n_vis:
+        h = block.n_head
+        new[:, :, :, h: h + keep.shape[1]] = merge_page(kv[:, :, :, h: h + block.n_vis], keep, orig, block.grid,
+                                                        rotary)[0]
     block.kept = torch.gather(orig, 1, keep)
     block.n_vis = keep.shape[1]
     if add_proto:

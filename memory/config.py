@@ -44,6 +44,9 @@ class MemoryConfig:
     """Retrieval index: auto (faiss when importable, else torch), faiss or torch."""
     compress_ratio: float = 0.25
     """streammem / infinipot: share of a block's tokens kept when it is compressed; livevlm: when it becomes a page."""
+    page_merge: bool = True
+    """livevlm: each vision token a page does not keep is merged into its most similar kept one (count-weighted
+    means of values and of pre-RoPE keys, as LiveVLM); false = dropped. A page holds its kept tokens either way."""
     caption_interval: float = 0.0
     """streamchat: seconds of stream between captions; 0 = after every patch. At least the patch interval
     (2 frames / ingest.fps), checked at config load."""
@@ -101,6 +104,8 @@ class MemoryConfig:
             raise ValueError(f"index: {self.index!r} is not auto, faiss or torch")
         if not 0 < self.compress_ratio <= 1:
             raise ValueError(f"compress_ratio: must be in (0, 1], got {self.compress_ratio}")
+        if not isinstance(self.page_merge, bool):
+            raise ValueError(f"page_merge: must be true or false, got {self.page_merge!r}")
         if self.caption_interval < 0:
             raise ValueError(f"caption_interval: must be >= 0 (0 = every patch), got {self.caption_interval}")
         if self.caption_tokens < 1:

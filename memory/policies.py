@@ -73,6 +73,7 @@ class Policy:
       tokens fit ``budget``; ids left out are evicted (oldest first when even timestamps do not fit).
     - ``select(ids, scores, k, forced)``: which offloaded blocks answer a question (rekv).
     - ``prototype``: True if a compressed block also keeps one merged prototype token (streammem).
+    - ``merges``: True if a page (``pages``) merges the vision tokens it does not keep into its kept ones.
 
     Invariants the store (memory/store.py) keeps around these decisions: no tier exceeds its byte budget; a kept
     block keeps its timestamp text; with budgets larger than the stream (and compress_ratio 1) rekv and
@@ -90,6 +91,8 @@ class Policy:
     prototype = False
     pages = False
     """True if an offloaded block is first shrunk to keep_count vision tokens by its ingest scores (livevlm)."""
+    merges = False
+    """True if a page's vision tokens that are not kept are merged into their most similar kept ones, not dropped."""
     captions = False
     """True if the stream keeps a text memory of captions beside its KV (streamchat, videorag)."""
     frames = False
@@ -298,15 +301,21 @@ def novelty_scores(keys: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.
 
 
 class LiveVLMPolicy(ReKVPolicy):
-    """LiveVLM: a short-term window of whole blocks; a block leaving it becomes a long-term page, its vision
-    tokens most like the same place in the previous frame dropped (temporal redundancy; the paper merges
-    them, here they are left out), offloaded to host/disk and indexed by its position-agnostic (pre-RoPE)
-    mean keys; questions retrieve pages as rekv retrieves blocks (time-named first, then by similarity), and
-    a page comes back at its original positions (its keys keep their exact rotations)."""
+    """LiveVLM: a short-term window of whole blocks; a block leaving it becomes a long-term page, offloaded to
+    host/disk and indexed by its position-agnostic (pre-RoPE) mean keys. A page keeps, per layer, the vision
+    tokens least like the same place in the previous frame (temporal redundancy); each of the others is merged
+    into the kept token whose key is most like its own, as the paper merges them (memory/merge.py: count-weighted
+    means of values and of pre-RoPE keys, per layer), or dropped with memory.page_merge false. A page holds
+    only its kept tokens either way. Questions retrieve pages as rekv retrieves blocks (time-named first,
+    then by similarity), and a page comes back at its original positions (its keys keep exact rotations)."""
 
     name = "livevlm"
     scores_at_ingest = True
     pages = True
+
+    @property
+    def merges(self) -> bool:
+        return self.cfg.page_merge
 
     def score_new(self, keys: torch.Tensor, values: torch.Tensor, prev_keys: torch.Tensor | None) -> torch.Tensor:
         return novelty_scores(keys, prev_keys)

@@ -180,12 +180,13 @@ class BlockStore:
         self._device.track()
 
     def offload(self, block: Block) -> None:
-        """Move a device block to host RAM (making room coldest first), else disk; index it (rekv). With a
-        paging policy (livevlm) it is first a page: keep_count vision tokens, picked by its ingest scores."""
+        """Move a device block to host RAM (making room coldest first), else disk; index it (rekv). With a paging
+        policy (livevlm) it is first a page: its keep_count most novel vision tokens, the rest merged in or dropped."""
         kv = self._device.remove(block)
         if self.policy.pages and not block.meta.get("paged"):
+            rotary = self._rotary if self.policy.merges else None  # merge the tokens left out, else drop them
             kv, block.meta["paged"] = shrink(block, kv, block.scores, self.policy.keep_count(block.n_vis),
-                                             self.policy.keep, False), True
+                                             self.policy.keep, False, rotary), True
             if self._journal:
                 self._journal.put(block, kv, self._state.as_dict())
         block.rot_base = self._state.base

@@ -15,8 +15,8 @@ from tests.memory_fakes import fake_backbone
 FRAMES = np.zeros((2, 32, 32, 3), dtype=np.uint8)  # one vision token per patch: fast
 
 
-def _patch(i: int) -> TemporalPatch:
-    return TemporalPatch(i, FRAMES, (float(i), i + 0.5), float(i), i + 1.0)
+def _patch(i: int, frames: np.ndarray = FRAMES) -> TemporalPatch:
+    return TemporalPatch(i, frames, (float(i), i + 0.5), float(i), i + 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,32 @@ def test_no_tier_over_budget_across_a_long_stream(fake, policy, n, tmp_path):
         assert s["tiers"]["disk"]["bytes"] + block_bytes > cfg.disk_budget
         assert len(list(tmp_path.iterdir())) > 0
     ms.close()
+
+
+def test_livevlm_pages_merged_or_dropped_hold_the_same_bytes_within_budget(fake, tmp_path):
+    """memory.page_merge changes what a page's kept tokens hold, never how many: at four vision tokens per patch
+    (a page keeps one and merges the other three into it, or drops them) both modes stay within every budget
+    with the same bytes in every tier, patch after patch."""
+    frames = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    streams, cfgs = {}, {}
+    for merge in (True, False):
+        cfgs[merge] = MemoryConfig(policy="livevlm", page_merge=merge, device_budget=400_000, host_budget=40_000,
+                                   disk_budget=60_000, disk_dir=str(tmp_path / str(merge)), window_blocks=3,
+                                   retrieve_blocks=2, time_blocks=2, answer_tokens=32)
+        streams[merge] = MemoryStream(fake, cfgs[merge])
+    assert streams[True].store.policy.merges and not streams[False].store.policy.merges
+    for i in range(300):  # host and disk are full after ~10 patches
+        for merge, ms in streams.items():
+            ms.ingest(_patch(i, frames))
+            _check(ms, cfgs[merge])
+        tiers = [{k: t["bytes"] for k, t in ms.stats()["tiers"].items() if "bytes" in t} for ms in streams.values()]
+        assert tiers[0] == tiers[1] and len(tiers[0]) == 3
+    for merge, ms in streams.items():
+        pages = [b for b in ms.blocks.values() if b.tier in ("host", "disk")]
+        assert pages and all(b.n_vis == 1 and b.n_vis_orig == 4 for b in pages) and ms.stats()["evicted"] > 250
+        assert ms.ask("what happened at 0:10?").memory["patches"] == 300
+        _check(ms, cfgs[merge])
+        ms.close()
 
 
 @pytest.mark.parametrize("policy", ["infinipot", "streammem"])

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding
 
-from longwatch.memory.block import Block, compress_kv
+from longwatch.backbone.inputs import VIDEO, apply_shift, mrope_cos_sin, mrope_positions
+from longwatch.backbone.presets import preset_config
+from longwatch.memory.block import Block, compress_kv, shrink
 from longwatch.memory.config import MemoryConfig
+from longwatch.memory.merge import merge_page
 from longwatch.memory.policies import REGISTRY, Exit, make_policy
 from longwatch.memory.policies import fit_global, keep_top, novelty_scores, proxy_attention_scores, tar_van_scores
 from longwatch.memory.retrieval import FaissIndex, TorchIndex
@@ -43,6 +49,98 @@ def test_livevlm_pages_keep_the_tokens_that_changed_since_the_previous_frame():
     assert torch.equal(novelty_scores(keys, None), torch.ones(2, 6))
     policy = make_policy(MemoryConfig(policy="livevlm", compress_ratio=2 / 6))
     assert policy.keep(s, policy.keep_count(6))[0].tolist() == [1, 4]
+
+
+ROTARY = Qwen3VLTextRotaryEmbedding(preset_config("tiny").text_config)  # the tiny preset's M-RoPE: head_dim 32
+PAGE_HEAD, PAGE_GRID, PAGE_START = 3, (2, 3), 1000  # text before the vision tokens, merged grid, first position
+
+
+def _page_block(n_head: int = PAGE_HEAD, grid: tuple[int, int] = PAGE_GRID) -> tuple[Block, torch.Tensor]:
+    """A patch block laid out as the model lays one out (text, a vision group, <|vision_end|>) at PAGE_START and
+    the M-RoPE rotations of its positions [1, tokens, 32] (cos, sin), from the tiny preset's rotary module."""
+    n_vis = grid[0] * grid[1]
+    types = torch.zeros(n_head + n_vis + 1, dtype=torch.int32)
+    types[n_head: n_head + n_vis] = VIDEO
+    pos, span = mrope_positions(types, [grid], PAGE_START)
+    block = Block(id=0, kind="patch", t_start=0.0, t_end=1.0, t_mid=0.5, pos_start=PAGE_START, span=span - PAGE_START,
+                  n_head=n_head, n_vis=n_vis, n_tail=1, grid=grid, n_vis_orig=n_vis)
+    return block, torch.stack(mrope_cos_sin(ROTARY, pos[:, None, :], torch.device("cpu")))
+
+
+def _rotated_kv(pre_keys: torch.Tensor, values: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """[layers, kv_heads, tokens, 32] pre-RoPE keys and values -> block K/V as the cache holds them."""
+    return torch.stack([apply_shift(pre_keys, rope[0, 0], rope[1, 0]), values], dim=1)
+
+
+def _unrotated(keys: torch.Tensor, at: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Keys [layers, kv_heads, k, 32] un-rotated at block token indices `at` [layers, k]: their pre-RoPE form."""
+    cos, sin = rope[0, 0][at], rope[1, 0][at]  # [layers, k, 32]
+    return apply_shift(keys, cos[:, None], -sin[:, None])
+
+
+def test_livevlm_page_merge_with_nothing_to_merge_is_the_unmerged_page():
+    block, rope = _page_block()
+    kv = _rotated_kv(torch.randn(2, 2, block.n_tokens, 32), torch.randn(2, 2, block.n_tokens, 32), rope)
+    scores = torch.rand(2, block.n_vis)
+    whole = shrink(dataclasses.replace(block), kv, scores, block.n_vis, keep_top, False, ROTARY)
+    assert torch.equal(whole, shrink(block, kv, scores, block.n_vis, keep_top, False))
+    vis = kv[:, :, :, PAGE_HEAD: PAGE_HEAD + block.n_vis]
+    every = torch.arange(block.n_vis).expand(2, -1)
+    merged, counts = merge_page(vis, every, every, PAGE_GRID, ROTARY)
+    assert torch.equal(merged, vis) and torch.equal(counts, torch.ones(2, block.n_vis))
+
+
+def test_livevlm_page_merge_of_an_exact_duplicate_keeps_the_value_and_counts_two():
+    """Token 1 is token 0 again one column to the right (same pre-RoPE key, same value): merged into token 0,
+    which now stands for 2 tokens with its value bit for bit and its key as it was (up to float32 rotations)."""
+    block, rope = _page_block(grid=(1, 2))
+    pre, values = torch.randn(2, 2, block.n_tokens, 32), torch.randn(2, 2, block.n_tokens, 32)
+    pre[:, :, PAGE_HEAD + 1], values[:, :, PAGE_HEAD + 1] = pre[:, :, PAGE_HEAD], values[:, :, PAGE_HEAD]
+    kv = _rotated_kv(pre, values, rope)
+    vis = kv[:, :, :, PAGE_HEAD: PAGE_HEAD + 2]
+    assert not torch.allclose(vis[:, 0, :, 0], vis[:, 0, :, 1])  # rotated at different positions
+    merged, counts = merge_page(vis, torch.zeros(2, 1, dtype=torch.long), torch.arange(2).expand(2, -1), (1, 2), ROTARY)
+    assert torch.equal(counts, torch.full((2, 1), 2.0))
+    assert torch.equal(merged[:, 1], vis[:, 1, :, :1])
+    assert torch.allclose(merged[:, 0], vis[:, 0, :, :1], atol=1e-5)
+
+
+def test_livevlm_page_merge_takes_count_weighted_means_and_rotates_keys_back_at_the_kept_places():
+    """Hand-built 2 x 3 grid. Layer 0 keeps tokens 1 and 4 (highest scores): 0 and 2 are near 1's key, 3 and 5
+    near 4's, so each kept token stands for 3 and holds the mean of their values ((1 + 2 + 3) / 3 = 2 and
+    (4 + 5 + 6) / 3 = 5) and, un-rotated at its own position, the mean of their pre-RoPE keys. Layer 1 keeps 0 and
+    5: 1-4 share 0's key, 5 is opposite, absorbs nothing and is the dropped page's token bit for bit."""
+    block, rope = _page_block()
+    e = torch.eye(32)
+    vis_pre = torch.stack([
+        torch.stack([e[0] + 0.1 * e[7], e[0], e[0] + 0.2 * e[9], e[5] + 0.3 * e[2], e[5], e[5] + 0.1 * e[3]]),
+        torch.stack([e[3], e[3], e[3] + 0.1 * e[1], e[3] + 0.2 * e[8], e[3], -e[3]])])  # [layers, 6, 32]
+    pre = torch.randn(2, 2, block.n_tokens, 32)
+    pre[:, :, PAGE_HEAD: PAGE_HEAD + 6] = vis_pre[:, None]
+    values = torch.randn(2, 2, block.n_tokens, 32)
+    values[:, :, PAGE_HEAD: PAGE_HEAD + 6] = torch.arange(1.0, 7.0)[None, None, :, None]
+    kv = _rotated_kv(pre, values, rope)
+    scores = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.8, 0.4], [0.9, 0.1, 0.2, 0.3, 0.4, 0.8]])
+    dropped = shrink(dataclasses.replace(block), kv, scores, 2, keep_top, False)
+    page = shrink(block, kv, scores, 2, keep_top, False, ROTARY)
+    assert page.shape == dropped.shape == (2, 2, 2, PAGE_HEAD + 2 + 1, 32) and block.kept.tolist() == [[1, 4], [0, 5]]
+    assert torch.equal(page[:, :, :, :PAGE_HEAD], kv[:, :, :, :PAGE_HEAD]) and torch.equal(page[..., -1, :], kv[..., -1, :])
+    vals = page[:, 1, :, PAGE_HEAD: PAGE_HEAD + 2]  # [layers, kv_heads, 2, 32]
+    assert torch.allclose(vals[0, :, 0], torch.full((2, 32), 2.0)) and torch.allclose(vals[0, :, 1], torch.full((2, 32), 5.0))
+    assert torch.allclose(vals[1, :, 0], torch.full((2, 32), 3.0))  # (1 + 2 + 3 + 4 + 5) / 5
+    expected = torch.stack([torch.stack([vis_pre[0, :3].mean(0), vis_pre[0, 3:].mean(0)]),
+                            torch.stack([vis_pre[1, :5].mean(0), vis_pre[1, 5]])])  # [layers, 2, 32]
+    back = _unrotated(page[:, 0, :, PAGE_HEAD: PAGE_HEAD + 2], PAGE_HEAD + block.kept, rope)
+    assert torch.allclose(back, expected[:, None].expand(2, 2, 2, 32), atol=1e-5)
+    assert torch.equal(page[1, :, :, PAGE_HEAD + 1], dropped[1, :, :, PAGE_HEAD + 1])  # absorbed nothing
+
+
+def test_livevlm_page_merge_is_a_checked_switch():
+    assert make_policy(MemoryConfig(policy="livevlm")).merges  # merging is the default
+    assert not make_policy(MemoryConfig(policy="livevlm", page_merge=False)).merges
+    assert not any(make_policy(MemoryConfig(policy=n, disk_budget=1)).merges for n in REGISTRY if n != "livevlm")
+    with pytest.raises(ValueError, match="page_merge: must be true or false"):
+        MemoryConfig(page_merge=1)
 
 
 def test_keep_top_is_sorted_and_per_layer():

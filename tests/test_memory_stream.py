@@ -162,6 +162,31 @@ def test_livevlm_pages_hold_the_kept_tokens_and_answer_from_them(tiny):
     assert ans.context_tokens < _ask(rekv).context_tokens
 
 
+def test_livevlm_merged_pages_differ_from_dropped_ones_only_in_what_the_kept_tokens_hold(tiny, tmp_path):
+    """memory.page_merge: the same pages (same kept tokens, same text, same bytes), but the kept vision tokens
+    now also stand for the ones left out, so the answer changes; a merged memory saves and reloads to the same
+    answer. (compress_ratio 1 merges nothing: test_budgets_larger_than_the_stream_drop_nothing.)"""
+    kw = dict(window_blocks=WINDOW, retrieve_blocks=LEFT, compress_ratio=0.5)
+    merged, dropped = _stream(tiny, "livevlm", **kw), _stream(tiny, "livevlm", page_merge=False, **kw)
+    assert merged.stats()["tiers"]["host"]["bytes"] == dropped.stats()["tiers"]["host"]["bytes"]
+    pages = [b for b in merged.blocks.values() if b.tier == "host"]
+    assert len(pages) == LEFT
+    for b in pages:
+        other = dropped.blocks[b.id]
+        assert torch.equal(b.kept, other.kept) and b.n_tokens == other.n_tokens
+        kv, kv_dropped = merged.store.export(b)[1], dropped.store.export(other)[1]
+        vis = slice(b.n_head, b.n_head + b.n_vis)
+        assert torch.equal(kv[:, :, :, : b.n_head], kv_dropped[:, :, :, : b.n_head])
+        assert torch.equal(kv[:, :, :, vis.stop:], kv_dropped[:, :, :, vis.stop:])
+        assert not torch.equal(kv[:, :, :, vis], kv_dropped[:, :, :, vis])
+    before = _ask(merged)
+    assert (before.logits[0] - _ask(dropped).logits[0]).abs().max().item() > 1e-4
+    merged.save(str(tmp_path / "mem"))
+    after = _ask(MemoryStream.load(tiny, merged.cfg, str(tmp_path / "mem")))
+    assert after.token_ids == before.token_ids
+    assert (before.logits[0] - after.logits[0]).abs().max().item() < 1e-5
+
+
 def test_planted_block_is_retrieved_first(tiny):
     ms = _stream(tiny, "rekv", window_blocks=2, retrieve_blocks=3)
     planted = 5
