@@ -66,6 +66,38 @@ class FrameSink(Protocol):
     def add(self, t: float, frame: np.ndarray) -> None: ...
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a memory restored from its journal ends, so that a reopened source continues it
+    (`longwatch serve` with serve.memory_dir, after a restart or a worker crash)."""
+
+    t_last: float
+    """End of the newest patch in the restored memory, stream seconds."""
+    patches: int
+    """Patches the restored memory holds."""
+    epoch0: float | None = None
+    """Wall-clock time (Unix seconds) of stream time 0 for a live source; None when unknown."""
+
+    def continued(self, patch: TemporalPatch, live: bool, shift: float | None) -> tuple[TemporalPatch | None, float | None]:
+        """`patch` of the reopened source on the old timeline, and the shift to keep using (None: not fixed yet).
+        `live`: a source without a length (a camera); a file played at its own pace is still a file.
+
+        A file starts again at 0: what the memory already holds is skipped (None), the rest keeps its
+        times. A live source starts again at 0 too, but its frames are new: they are moved to the wall-clock
+        time since the stream began (epoch0), never before t_last, and the crash shows as a gap."""
+        if not live:
+            return (None if patch.t_end <= self.t_last + 1e-6 else patch), 0.0
+        first = shift is None
+        if shift is None:
+            since = time.time() - self.epoch0 - (patch.t_end - patch.t_start) if self.epoch0 is not None else 0.0
+            shift = max(self.t_last, since) - patch.t_start
+        moved = dataclasses.replace(patch, pts=(patch.pts[0] + shift, patch.pts[1] + shift),
+                                    t_start=patch.t_start + shift, t_end=patch.t_end + shift)
+        if first and moved.t_start - self.t_last > 1e-6:
+            moved = dataclasses.replace(moved, gap_before=moved.t_start - self.t_last)
+        return moved, shift
+
+
 PatchCallback = Callable[[TemporalPatch], None]
 FailureCallback = Callable[[str], None]
 
@@ -83,12 +115,15 @@ class IngestWorker:
 
     def __init__(self, kind: str, stream: Any, memory: Any, thumbs: FrameSink | None = None,
                  on_patch: PatchCallback | None = None, on_failure: FailureCallback | None = None,
-                 encoder: Any | None = None) -> None:
+                 encoder: Any | None = None, resume: Resume | None = None) -> None:
+        """`resume`: `memory` was restored from its journal; the source is reopened and continues it."""
         self.kind, self.stream, self.memory, self.encoder = kind, stream, memory, encoder
         self.thumbs = thumbs
         self.on_patch, self.on_failure = on_patch, on_failure
-        self.patches = 0
-        self.t_last = 0.0
+        self.resume = resume
+        self._shift: float | None = None
+        self.patches = resume.patches if resume else 0
+        self.t_last = resume.t_last if resume else 0.0
         self.error: str | None = None
         self._memory_stats: dict[str, Any] | None = None
         self._recent: deque[tuple[float, float]] = deque()  # (wall time, stream seconds encoded so far)
@@ -108,6 +143,8 @@ class IngestWorker:
                     patch = self.stream.get(timeout=0.25)
                 except (StopIteration, IngestError):  # ended or failed: the stream's state says which
                     return
+                if patch is not None and self.resume is not None:
+                    patch, self._shift = self.resume.continued(patch, source_duration(self.stream) is None, self._shift)
                 if patch is None:
                     continue
                 t = patch.t_start

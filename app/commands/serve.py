@@ -21,6 +21,16 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="model id in /v1/models and requests (default: the model's name)")
     g.add_argument("--reasoning-parser", dest="serve.reasoning_parser", metavar="P",
                    help="auto (qwen3 for Thinking checkpoints), qwen3, none")
+    g.add_argument("--memory-dir", dest="serve.memory_dir", metavar="DIR",
+                   help="journal every stream's memory and the list of streams here; a restarted server reopens them")
+    g = p.add_argument_group("scale-out on Ray (pip install \"longwatch[ray]\")")
+    g.add_argument("--ray", dest="serve.ray", nargs="?", const="auto", metavar="auto|ADDRESS",
+                   help="worker actors hold the models and streams: auto = this machine's cluster (started if none), "
+                        "or HOST:PORT / ray://HOST:PORT of a cluster's head")
+    g.add_argument("--ray-workers", dest="serve.ray_workers", type=int, metavar="N",
+                   help="worker actors (default: one per GPU, or one per node without GPUs)")
+    g.add_argument("--ray-worker-cpus", dest="serve.ray_worker_cpus", type=float, metavar="N",
+                   help="CPUs each worker reserves (default 1)")
     g = p.add_argument_group("security and limits")
     g.add_argument("--api-key-file", dest="serve.api_key_file", metavar="FILE",
                    help="API keys, one per line (also: LONGWATCH_API_KEYS=k1,k2); none: no key needed on loopback")

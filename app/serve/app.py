@@ -17,6 +17,7 @@ from longwatch.app.config import Config
 from longwatch.app.serve import routes_chat, routes_streams, routes_watches
 from longwatch.app.serve.chat import ChatService
 from longwatch.app.serve.errors import install_handlers
+from longwatch.app.serve.manifest import Manifest
 from longwatch.app.serve.registry import StreamRegistry
 from longwatch.app.serve.security import BodyLimit, SourcePolicy
 from longwatch.app.serve.state import ServeState
@@ -35,7 +36,8 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
     """
     s = cfg.serve
     model_id = s.served_model_name or backbone.name
-    registry = StreamRegistry(backbone, s.max_streams, s.video_idle_s, batch=s.batch_streams)
+    manifest = Manifest(s.memory_dir) if s.memory_dir else None
+    registry = StreamRegistry(backbone, s.max_streams, s.video_idle_s, batch=s.batch_streams, manifest=manifest)
     sources = SourcePolicy(tuple(s.allowed_schemes), tuple(s.allowed_source_hosts), s.allowed_local_media_path)
     watches = WatchManager(s.max_watches, Webhooks())
     watches.attach(registry)
@@ -44,6 +46,8 @@ def create_api(cfg: Config, backbone: Any, keys: frozenset[str] = frozenset(),
                        executor=ThreadPoolExecutor(max_workers=s.max_pending, thread_name_prefix="serve-chat"),
                        created=int(time.time()), watches=watches)
     ui_manager: list[Any] = []
+    for stream, entry in registry.restore():  # serve.memory_dir: the streams held before a restart
+        routes_watches.restore_watches(state, stream, entry.watches)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REASONING_PARSERS = ("auto", "qwen3", "none")
 
@@ -47,9 +47,31 @@ class ServeConfig:
     """auto (qwen3 when the model's name says Thinking), qwen3 (<think>...</think> -> reasoning_content), none."""
     max_watches: int = 8
     """Watches per stream (each costs one short forward per interval); one more is 429."""
+    memory_dir: str = ""
+    """Folder where every API stream journals its memory (memory_dir/<id>/) and the server lists its streams
+    and watches (memory_dir/streams.jsonl, mode 0600: it holds camera URLs); a restarted server reopens them,
+    memory from the journal, sources reconnected. Empty: memory lives as long as the process."""
     batch_streams: bool = True
     """Encode the waiting patches of all streams in one batched forward per step (memory.multistream);
     false: each stream encodes alone, still one forward at a time. FA2 models encode alone either way."""
+    ray: str = ""
+    """Scale out on Ray (app/serve/cluster.py): "" = one process; "auto" = join the Ray cluster of this
+    machine or start a local one; an address (HOST:PORT of a cluster's head, or ray://HOST:PORT) joins it.
+    This process is then the front door and worker actors hold the models and the streams."""
+    ray_workers: int = 0
+    """Worker actors (each one model and up to max_streams streams); 0 = one per GPU of the cluster, or one
+    per node when it has none."""
+    ray_worker_cpus: float = 1.0
+    """CPUs each worker reserves (Ray resource num_cpus)."""
+    ray_worker_gpus: float = 1.0
+    """GPUs each worker reserves when the cluster has GPUs (num_gpus; 1 = a GPU of its own)."""
+    ray_worker_memory: int = field(default=0, metadata={"bytes": True})
+    """Memory budget of one worker: the device budgets of its streams must fit in it (a stream that fits
+    nowhere is 429); 0 = only max_streams counts."""
+    ray_max_restarts: int = 10
+    """How often Ray restarts a worker that died (its streams reopen from serve.memory_dir); then it is gone."""
+    ray_connect_timeout_s: float = 15.0
+    """Longest wait for the cluster at --ray ADDRESS, and for a restarting worker on a request's path."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -57,7 +79,9 @@ class ServeConfig:
         for name in ("max_streams", "max_pending", "max_request_kb", "max_tokens", "max_watches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("request_timeout_s", "video_idle_s", "max_fps"):
+        if self.ray_workers < 0 or self.ray_worker_cpus < 0 or self.ray_worker_gpus < 0 or self.ray_max_restarts < 0:
+            raise ValueError("ray_workers, ray_worker_cpus, ray_worker_gpus and ray_max_restarts must be >= 0")
+        for name in ("request_timeout_s", "video_idle_s", "max_fps", "ray_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.reasoning_parser not in REASONING_PARSERS:

@@ -1,7 +1,8 @@
 """A bus of events per stream: published from ingest threads, read by any number of SSE clients.
 
 Event types: `connecting`, `streaming`, `reconnecting`, `ended`, `failed` (the source's states, with
-attempt, next_retry_s and reason), `gap` (stream time lost before a patch: t_start, gap_s), and, for
+attempt, next_retry_s and reason), `gap` (stream time lost before a patch: t_start, gap_s), `restored`
+(a restarted server reopened the stream's journal: patches, encoded_up_to), and, for
 the watch manager to publish, `watch` (a watch fired). Every event has an increasing id, so a client
 that reconnects with Last-Event-ID gets what it missed (from the last HISTORY events). After a terminal
 event (ended, failed) the bus closes: subscribers get it, then their iteration ends.

@@ -17,9 +17,10 @@ from typing import Any
 from longwatch.app.schema import ConfigError
 from longwatch.app.serve.errors import APIError
 from longwatch.app.serve.events import TERMINAL, EventBus
+from longwatch.app.serve.manifest import Entry, Manifest
 from longwatch.app.serve.schemas import StreamInfo
 from longwatch.app.serve.specs import StreamSpec
-from longwatch.app.worker import IngestWorker
+from longwatch.app.worker import IngestWorker, Resume
 from longwatch.ingest import IngestError, SourceState, TemporalPatch, open_stream
 from longwatch.ingest.uri import scrub
 from longwatch.memory.multistream import BatchEncoder
@@ -35,9 +36,11 @@ class Stream:
     """One source -> one memory. `bus` carries its events; `use()` marks it busy so it is never freed mid-answer."""
 
     def __init__(self, stream_id: str, spec: StreamSpec, backbone: Any, clock: Clock = time.monotonic,
-                 encoder: Any | None = None) -> None:
+                 encoder: Any | None = None, memory_dir: str | None = None, restore: Entry | None = None) -> None:
+        """`memory_dir`: the memory journals there (serve.memory_dir); `restore`: it was journaled before (a
+        restarted server reopens it) and the source continues it."""
         self.id, self.spec, self.bb, self.clock = stream_id, spec, backbone, clock
-        self.created = int(time.time())
+        self.created = restore.created if restore else int(time.time())
         self.last_used = clock()
         self.closing = threading.Event()
         self.bus = EventBus(stream_id)
@@ -45,9 +48,15 @@ class Stream:
         self._users = 0
         self._lock = threading.Lock()
         try:
-            memory = MemoryStream(backbone, spec.memory, stream_id=stream_id)
+            memory = MemoryStream(backbone, spec.memory, stream_id=stream_id, memory_dir=memory_dir)
         except (ConfigError, ValueError) as e:
             raise APIError(400, f"the memory settings cannot work: {e}", "invalid_memory") from None
+        resume = None
+        if restore is not None:
+            held = [b for b in memory.blocks.values() if b.kind == "patch"]
+            t_last = max((b.t_end for b in held), default=0.0)
+            resume = Resume(t_last, len(held), restore.epoch0)
+            self.bus.publish("restored", patches=len(held), encoded_up_to=round(t_last, 3))
         try:
             source = open_stream(spec.source, spec.ingest, on_state=self._on_state)
         except IngestError as e:
@@ -55,7 +64,7 @@ class Stream:
             raise APIError(400, f"cannot open the video: {scrub(str(e), spec.source)}", "invalid_video") from None
         kind = "url" if "://" in spec.source else "file"
         self.worker = IngestWorker(kind, source, memory, on_patch=self._on_patch, on_failure=self._on_failure,
-                                   encoder=encoder)
+                                   encoder=encoder, resume=resume)
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -132,9 +141,12 @@ class StreamRegistry:
     (the least recently used idle one first when the registry is full); API streams only by DELETE."""
 
     def __init__(self, backbone: Any, max_streams: int, video_idle_s: float, clock: Clock = time.monotonic,
-                 batch: bool = True) -> None:
-        """`batch`: every stream's patches go through one shared BatchEncoder (batched forwards)."""
+                 batch: bool = True, manifest: Manifest | None = None) -> None:
+        """`batch`: every stream's patches go through one shared BatchEncoder (batched forwards). `manifest`
+        (serve.memory_dir): API streams journal their memory and are listed there; `restore()` reopens them."""
         self.bb, self.max_streams, self.video_idle_s, self.clock = backbone, max_streams, video_idle_s, clock
+        self.manifest = manifest
+        self._unstarted: set[str] = set()  # API streams whose first patch's wall-clock time is not recorded yet
         self.encoder = BatchEncoder(name="serve-encoder") if batch else None
         self._streams: dict[str, Stream] = {}
         self._keys: dict[str, str] = {}  # chat video key -> stream id
@@ -168,10 +180,19 @@ class StreamRegistry:
             del self._keys[stream.spec.key]
         return stream
 
-    def _new(self, spec: StreamSpec, victims: list[Stream]) -> Stream:
+    def _new(self, spec: StreamSpec, victims: list[Stream], restore: Entry | None = None) -> Stream:
         """Under the lock: room made (the streams taken out go to `victims`, to be closed outside), then a stream."""
         victims += self._make_room()
-        stream = Stream(f"stream-{secrets.token_hex(6)}", spec, self.bb, self.clock, self.encoder)
+        stream_id = restore.id if restore else f"stream-{secrets.token_hex(6)}"
+        journaled = self.manifest is not None and spec.origin == "api"
+        memory_dir = self.manifest.memory_dir(stream_id) if journaled and self.manifest else None
+        stream = Stream(stream_id, spec, self.bb, self.clock, self.encoder, memory_dir, restore)
+        if journaled and self.manifest is not None:
+            if restore is None:
+                self.manifest.add(stream.id, spec, stream.created)
+            if restore is None or restore.epoch0 is None:
+                self._unstarted.add(stream.id)
+                stream.add_patch_listener(self._started)
         self._streams[stream.id] = stream
         if spec.key is not None:
             self._keys[spec.key] = stream.id
@@ -211,6 +232,34 @@ class StreamRegistry:
         if created:
             self._finish([], [known])
         return known, created
+
+    def _started(self, stream: Stream, patch: TemporalPatch) -> None:
+        """First patch of a journaled stream: record the wall-clock time of its stream time 0."""
+        with self._lock:
+            first = stream.id in self._unstarted
+            self._unstarted.discard(stream.id)
+        if first and self.manifest is not None and not stream.closing.is_set():
+            self.manifest.started(stream.id, time.time() - patch.t_end)
+
+    def restore(self) -> list[tuple[Stream, Entry]]:
+        """Reopen every stream the manifest lists (memory from its journal, source reconnected); a stream that
+        cannot be reopened is logged and stays listed (a later start tries again)."""
+        if self.manifest is None:
+            return []
+        self.manifest.compact()
+        out = []
+        for entry in self.manifest.entries():
+            try:
+                with self._lock:
+                    stream = self._new(entry.spec, [], restore=entry)
+            except APIError as e:
+                log.warning("stream %s (%s) not reopened: %s", entry.id, entry.spec.display, e.message)
+                continue
+            log.info("stream %s reopened: %d patches up to %.1f s from its journal", stream.id,
+                     stream.worker.patches, stream.worker.t_last)
+            self._finish([], [stream])
+            out.append((stream, entry))
+        return out
 
     def find_video(self, key: str) -> Stream | None:
         """The chat video known by `key`, acquired; None when there is none."""
@@ -257,6 +306,8 @@ class StreamRegistry:
                 raise APIError(404, f"no stream {stream_id!r}", "stream_not_found")
             stream = self._take(stream_id)
         self._finish([stream], [])
+        if self.manifest is not None and stream.spec.origin == "api":
+            self.manifest.remove(stream_id)
 
     def reap(self) -> list[str]:
         """Free every chat video idle for longer than video_idle_s; returns their ids."""

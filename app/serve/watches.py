@@ -73,8 +73,8 @@ class ServedWatch:
     The checker thread calls due/observe/fail, webhook threads note_webhook, request threads info(); one lock.
     """
 
-    def __init__(self, stream_id: str, watch: Watch, webhook: str | None) -> None:
-        self.id = f"watch-{secrets.token_hex(6)}"
+    def __init__(self, stream_id: str, watch: Watch, webhook: str | None, watch_id: str | None = None) -> None:
+        self.id = watch_id or f"watch-{secrets.token_hex(6)}"
         self.stream_id, self.watch, self.webhook = stream_id, watch, webhook
         self.created = int(time.time())
         self.failed: str | None = None
@@ -180,9 +180,10 @@ class WatchManager:
 
     # ---- the API's operations -------------------------------------------------------------------
 
-    def create(self, stream: Stream, watch: Watch, webhook: str | None) -> ServedWatch:
-        """A new watch on `stream`, checked from its next patch on; APIError 429 beyond max_per_stream."""
-        served = ServedWatch(stream.id, watch, webhook)
+    def create(self, stream: Stream, watch: Watch, webhook: str | None, watch_id: str | None = None) -> ServedWatch:
+        """A new watch on `stream`, checked from its next patch on; APIError 429 beyond max_per_stream.
+        `watch_id`: a watch the manifest lists, reopened with its stream (serve.memory_dir)."""
+        served = ServedWatch(stream.id, watch, webhook, watch_id)
         with self._cv:
             if stream.closing.is_set():
                 raise APIError(404, f"no stream {stream.id!r} (it was just deleted)", "stream_not_found", "stream_id")
