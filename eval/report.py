@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from longwatch.eval.budgets import CONFIG, row_budget
 from longwatch.eval.scoring_bench import aggregate
 
 TIERS = ("device", "host", "disk")
@@ -47,26 +48,31 @@ def headline(agg: dict[str, Any]) -> float | None:
 
 
 def summarize(records: list[dict], timeline: list[dict]) -> list[dict[str, Any]]:
-    """One row per (bench, policy, budget): the benchmark's aggregate plus latency, memory and fidelity."""
+    """One row per (bench, policy, budget point): the benchmark's aggregate plus latency, memory and fidelity.
+
+    Rows carry `budget` (the device bytes the point set, None: the config's) and `budget_label` (the point,
+    eval/budgets.py); records from before points had labels are grouped by their device budget alone.
+    """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["bench"], r["format"], r["policy"], r["budget"])].append(r)
+        groups[(r["bench"], r["format"], r["policy"], row_budget(r))].append(r)
     peaks: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TIERS, 0))
     for p in timeline:
+        key = (p["bench"], p["policy"], row_budget(p))
         for t in TIERS:
-            key = (p["bench"], p["policy"], p["budget"])
             peaks[key][t] = max(peaks[key][t], int(p.get(t, 0)))
     rows = []
-    for (bench, fmt, policy, budget), recs in groups.items():
+    for (bench, fmt, policy, point), recs in groups.items():
         agg = aggregate(recs, fmt)
         ttft = [r["ttft_s"] for r in recs if r.get("ttft_s") is not None]
         fid = [r["fidelity"] for r in recs if r.get("fidelity")]
-        peak = dict(peaks[(bench, policy, budget)])
+        peak = dict(peaks[(bench, policy, point)])
         for r in recs:
             for t, v in (r.get("peak") or {}).items():
                 peak[t] = max(peak.get(t, 0), int(v))
         rows.append({
-            "bench": bench, "format": fmt, "policy": policy, "budget": budget, "questions": len(recs),
+            "bench": bench, "format": fmt, "policy": policy, "budget": point.device, "budget_label": point.label,
+            "questions": len(recs),
             "accuracy": headline(agg), "retrieval_recall": agg["retrieval"]["recall"],
             "needle_recall": agg["retrieval"]["needle_recall"],
             **{k: _mean([f[k] for f in fid if f.get(k) is not None]) for k in ("kl", "top1", "attn_recall")},
@@ -102,6 +108,12 @@ COLUMNS = [("policy", "policy", ""), ("budget", "budget", "bytes"), ("questions"
            ("peak_host_bytes", "peak host", "bytes"), ("peak_disk_bytes", "peak disk", "bytes")]
 
 
+def _run_name(row: dict[str, Any]) -> str:
+    """ "rekv", "rekv @ 16.0 MiB", "rekv @ host=512KiB": the policy, and the budget point when it set one."""
+    point = row_budget(row)
+    return row["policy"] + ("" if point.label == CONFIG else f" @ {point.cell()}")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Per benchmark: the policy x metric table, then accuracy per task and policy."""
     out = []
@@ -109,11 +121,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         brows = [r for r in rows if r["bench"] == bench]
         out += [f"### {bench} ({brows[0]['format']})", "",
                 "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        out += ["| " + " | ".join(_fmt(r[k], kind) if not (k == "budget" and r[k] is None) else "config"
+        out += ["| " + " | ".join(row_budget(r).cell() if k == "budget" else _fmt(r[k], kind)
                                   for k, _, kind in COLUMNS) + " |" for r in brows]
         tasks = sorted({t for r in brows for t in r["detail"].get("tasks", {})})
         if tasks:
-            labels = [r["policy"] + ("" if r["budget"] is None else f" @ {_fmt(r['budget'], 'bytes')}") for r in brows]
+            labels = [_run_name(r) for r in brows]
             out += ["", "Accuracy per task, with its 95% interval (Wilson) and the number of questions:", "",
                     "| task | " + " | ".join(labels) + " |", "|" + "---|" * (len(brows) + 1)]
             for t in tasks:
@@ -122,7 +134,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         extras = {k: v for k, v in brows[0]["detail"].items() if k in ("tracks", "proactive")}
         if extras:
             out += ["", "Benchmark-specific: " + "; ".join(
-                f"{r['policy']}: " + json.dumps({k: r["detail"].get(k) for k in extras}, default=_round) for r in brows)]
+                f"{_run_name(r)}: " + json.dumps({k: r["detail"].get(k) for k in extras}, default=_round) for r in brows)]
         out.append("")
     return "\n".join(out)
 
@@ -156,5 +168,6 @@ def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool
     if plots:
         from longwatch.eval.report_plots import write_plots
 
-        files.update(write_plots(rows, result.records, result.timeline, out, meta.get("default_budget")))
+        defaults = meta.get("default_budgets") or {"device": meta.get("default_budget")}  # runs before tier points
+        files.update(write_plots(rows, result.records, result.timeline, out, defaults.get("device"), defaults))
     return files

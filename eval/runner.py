@@ -1,4 +1,4 @@
-"""Streaming benchmark runner: each video streams once per (policy, budget); questions are asked at their time.
+"""Streaming benchmark runner: each video streams once per (policy, budget point); questions are asked at their time.
 
 Protocol: before a patch whose start time is >= a question's ask time is ingested, the question is
 asked, so the model has seen every patch that starts before the ask time (the patch holding the ask
@@ -10,17 +10,18 @@ Questions without an ask time (offline sets) are asked after the last patch. Pro
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Protocol
 
+from longwatch.eval.budgets import Budget
 from longwatch.eval.formats.prompts import format_prompt, proactive_poll
 from longwatch.eval.formats.schema import Bench, Question, Video
 from longwatch.eval.scoring import Judge, score_question
 from longwatch.eval.scoring_retrieval import needle_block_recall, retrieval_scores
+from longwatch.memory.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,21 @@ class VideosNotFound(FileNotFoundError):
 @dataclass
 class RunOptions:
     policies: list[str]
-    budgets: list[int | None] = field(default_factory=lambda: [None])
-    """Device-tier byte budgets to sweep; None keeps the config's."""
+    budgets: list[Budget | int | None] = field(default_factory=lambda: [None])
+    """Sweep points (eval/budgets.py): each sets some tiers' byte budgets, the others stay the config's; an int
+    is a device budget, None the config's budgets."""
     fidelity: bool = False
     judge: Judge | None = None
     max_videos: int | None = None
     progress: bool | None = None
-    """A bar per (policy, budget) run on stderr; None: when stderr is a terminal (eval.progress.shown)."""
+    """A bar per (policy, budget point) run on stderr; None: when stderr is a terminal (eval.progress.shown)."""
 
 
 @dataclass
 class RunResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
-    """Memory per tier after each patch: {policy, budget, bench, video_id, t, device, host, disk}."""
+    """Memory per tier after each patch: {policy, budget, budget_label, bench, video_id, t, device, host, disk}."""
     benches: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -147,21 +149,28 @@ class Runner:
         result = RunResult(benches=[b.summary() for b in benches])
         plan = self._plan(benches, videos_dir, opts)
         n_q = sum(len(v.questions) for _, v, _ in plan)
-        combos = [(p, b) for p in opts.policies for b in opts.budgets]
-        configs = {c: dataclasses.replace(self.config.memory, policy=c[0],
-                                          **({} if c[1] is None else {"device_budget": c[1]})) for c in combos}
+        combos = [(p, b) for p in opts.policies for b in dict.fromkeys(Budget.of(b) for b in opts.budgets)]
+        configs = {c: self._memory_config(*c) for c in combos}
         if self.preflight is not None:
             for mem_cfg in configs.values():
                 for _, _, path in plan:
                     self.preflight(mem_cfg, path)
         for run, (policy, budget) in enumerate(combos, 1):
             mem_cfg = configs[(policy, budget)]
-            label = policy if budget is None else f"{policy}@{budget}"
+            label = policy if budget == Budget() else f"{policy}@{budget.label}"
             with bar(n_q, unit="q", force=opts.progress) as qbar:
                 for i, (bench, video, path) in enumerate(plan, 1):
                     qbar.set_description(f"run {run}/{len(combos)} {label}: video {i}/{len(plan)}")
                     self._video(bench, video, path, mem_cfg, budget, opts, result, qbar)
         return result
+
+    def _memory_config(self, policy: str, point: Budget) -> Any:
+        """The memory config of one run: the config's, with its policy and the tiers its point sets."""
+        try:
+            return point.apply(self.config.memory, policy=policy)
+        except ValueError as e:  # MemoryConfig's checks name the field: "disk_budget: videorag keeps ..."
+            at = "" if point == Budget() else f" at budget {point.label}"
+            raise ConfigError(f"{policy}{at}: memory.{e}") from None
 
     def _plan(self, benches: list[Bench], videos_dir: str | Path | None,
               opts: RunOptions) -> list[tuple[Bench, Video, Path]]:
@@ -176,7 +185,7 @@ class Runner:
                             f"e.g. {', '.join(missing[:3])} (point --videos at the folder that holds them)")
         return plan
 
-    def _video(self, bench: Bench, video: Video, path: Path, mem_cfg: Any, budget: int | None, opts: RunOptions,
+    def _video(self, bench: Bench, video: Video, path: Path, mem_cfg: Any, budget: Budget, opts: RunOptions,
                result: RunResult, qbar: Any) -> None:
         with _inference_mode():
             ctx = _VideoRun(self, bench, video, mem_cfg, budget, opts, result, qbar)
@@ -193,7 +202,7 @@ class Runner:
 class _VideoRun:
     """One video streamed under one policy: pending questions, seen blocks, per-question records."""
 
-    def __init__(self, runner: Runner, bench: Bench, video: Video, mem_cfg: Any, budget: int | None,
+    def __init__(self, runner: Runner, bench: Bench, video: Video, mem_cfg: Any, budget: Budget,
                  opts: RunOptions, result: RunResult, qbar: Any) -> None:
         self.bench, self.video, self.opts, self.result, self.qbar = bench, video, opts, result, qbar
         self.policy, self.budget = mem_cfg.policy, budget
@@ -221,7 +230,8 @@ class _VideoRun:
         self.blocks.append((float(patch.t_start), float(patch.t_end)))
         self.t_seen = float(patch.t_end)
         st = self.stream.stats()
-        self.result.timeline.append({"policy": self.policy, "budget": self.budget, "bench": self.bench.name,
+        self.result.timeline.append({"policy": self.policy, "budget": self.budget.device,
+                                     "budget_label": self.budget.label, "bench": self.bench.name,
                                      "video_id": self.video.video_id, "t": self.t_seen, **tier_bytes(st)})
 
     def ask_due(self, t: float) -> None:
@@ -248,7 +258,8 @@ class _VideoRun:
         s = score_question(q, text, self.bench.format, self.opts.judge, response_time_s=response_time)
         used = [(float(e.t_start), float(e.t_end)) for e in (getattr(ans, "evidence", None) or [])]
         rec = {
-            "bench": self.bench.name, "format": self.bench.format, "policy": self.policy, "budget": self.budget,
+            "bench": self.bench.name, "format": self.bench.format, "policy": self.policy,
+            "budget": self.budget.device, "budget_label": self.budget.label,  # budget: the device bytes it sets
             "video_id": self.video.video_id, "qid": q.qid, "task": q.task, "kind": q.kind,
             "ask_time_s": None if math.isinf(when) else when, "t_stream_s": self.t_seen, "question": q.question,
             "gold": q.answer_letter if q.kind == "mc" else q.answer, "reply": text, "pred": s.pred,

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from longwatch.app.cli import UserError, add_config_flags, config_from_args, warn_if_random_weights
+from longwatch.eval.budgets import Budget, parse_budgets
 from longwatch.eval.progress import add_progress_flags
 
 
@@ -24,8 +25,10 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, help="force the annotation format instead of detecting it")
     p.add_argument("--policy", dest="policies", metavar="P[,P...]",
                    help="memory policies to compare, comma-separated (default: the config's)")
-    p.add_argument("--budget", metavar="B[,B...]",
-                   help="device-tier byte budgets to sweep, comma-separated (e.g. 64MB,256MB; default: the config's)")
+    p.add_argument("--budget", metavar="POINT[,POINT...]",
+                   help="budget points to sweep, comma-separated: a size is the device budget (64MB,256MB); "
+                        "tier=size pairs joined by + set any tiers (host=512KiB, device=1MiB+host=1MiB, disk=1GB), "
+                        "the others as the config and flags say (default: the config's)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: ./runs/eval-YYYYmmdd-HHMMSS)")
     p.add_argument("--dry-run", action="store_true", help="parse and validate only; print counts per task")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -56,13 +59,10 @@ def _policies(args: argparse.Namespace, default: str) -> list[str]:
     return names
 
 
-def _budgets(spec: str | None) -> list[int | None]:
-    from longwatch.memory.schema import parse_bytes
-
-    if not spec:
-        return [None]
+def _budgets(spec: str | None) -> list[Budget]:
+    """--budget as sweep points; a bad item is a UserError naming it."""
     try:
-        return [parse_bytes(s.strip()) for s in spec.split(",") if s.strip()]
+        return parse_budgets(spec)
     except ValueError as e:
         raise UserError(f"--budget: {e}") from None
 
@@ -125,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
                                                     progress=args.progress))
     from longwatch.memory.schema import as_dict
 
-    meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": budgets, "bench": str(args.bench),
-            "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0}
+    meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": [b.device for b in budgets],
+            "budget_points": [{"label": b.label, **as_dict(b)} for b in budgets], "bench": str(args.bench),
+            "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0,
+            "default_budgets": {t: getattr(cfg.memory, f"{t}_budget") for t in ("device", "host", "disk")}}
     files = write_report(result, out, meta, plots=not args.no_plots)
     if args.json:
         print(json.dumps({"out": str(out), "files": {k: str(v) for k, v in files.items()},
