@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop a stateless encode past this many seconds and report how far it got (default 600)")
     p.add_argument("--threads", type=int, help="torch CPU threads, here and in the server (OMP_NUM_THREADS); "
                    "default: torch's own. On a shared CPU machine 1 avoids threads spinning against other work")
+    p.add_argument("--ray", metavar="N[,N...]", default="",
+                   help="also run part 1 on `serve --ray` with each number of worker actors on a local Ray cluster "
+                        "(e.g. 1,2,3), beside the single-process run; needs the ray extra")
     p.add_argument("--skip-live", action="store_true", help="run part 2 only")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "longwatch" / "bench",
                    help="where the generated clip is kept between runs")
@@ -92,7 +95,18 @@ def check_settings(args: argparse.Namespace) -> list[float]:
     return _minutes(args.minutes)
 
 
-def server_config(args: argparse.Namespace, folder: Path, media: Path, port: int) -> tuple[Path, dict]:
+def _workers(text: str) -> list[int]:
+    try:
+        out = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise SettingsError(f"--ray: comma-separated worker counts, got {text!r}") from None
+    if any(n < 1 for n in out):
+        raise SettingsError(f"--ray: worker counts must be >= 1, got {text!r}")
+    return out
+
+
+def server_config(args: argparse.Namespace, folder: Path, media: Path, port: int,
+                  extra: dict | None = None) -> tuple[Path, dict]:
     """The YAML `longwatch serve` runs with: --config (default: the packaged file) plus this run's flags, files
     played live, the clip's folder allowed, room for every stream and client."""
     import yaml
@@ -104,7 +118,7 @@ def server_config(args: argparse.Namespace, folder: Path, media: Path, port: int
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     overrides.update({"ingest.realtime": True, "serve.host": "127.0.0.1", "serve.port": port,
                       "serve.allowed_local_media_path": str(media), "serve.max_streams": max(8, args.streams),
-                      "serve.max_pending": max(16, 2 * args.clients)})
+                      "serve.max_pending": max(16, 2 * args.clients), **(extra or {})})
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         data.setdefault(section, {})[name] = value
@@ -113,7 +127,8 @@ def server_config(args: argparse.Namespace, folder: Path, media: Path, port: int
     return path, data
 
 
-def live(args: argparse.Namespace, cfg) -> dict:
+def live(args: argparse.Namespace, cfg, extra: dict | None = None) -> dict:
+    """Part 1 against one server; `extra` config keys change it (serve.ray: the Ray front door)."""
     from longwatch.eval.bench_decode import make_test_video
     from longwatch.eval.serve_load import LiveSettings, free_port, run_live, summarise
 
@@ -125,7 +140,7 @@ def live(args: argparse.Namespace, cfg) -> dict:
                             size=CLIP_SIZE, rate=CLIP_FPS)
     with tempfile.TemporaryDirectory(prefix="longwatch-bench-serve-") as tmp:
         port = free_port()
-        config, data = server_config(args, Path(tmp), video.parent, port)
+        config, data = server_config(args, Path(tmp), video.parent, port, extra)
         run = run_live(config, video, f"http://127.0.0.1:{port}", s, Path(tmp) / "serve.stderr")
     summary = summarise(run, s, cfg.ingest.fps)
     t0 = run.window[0]
@@ -215,6 +230,15 @@ def report(result: dict) -> list[str]:
                      f"{s['lag_s_p50']} s, p95 {s['lag_s_p95']} s, max {s['lag_s_max']} s; TTFT p50 "
                      f"{_ms(s['ttft_s_p50'])}, p95 {_ms(s['ttft_s_p95'])}; {s['answers']} answers, "
                      f"{s['errors']} errors {s['errors_by_kind'] or ''}")
+    if "ray" in result:
+        lines.append("scale-out, the same load on `serve --ray` (local cluster; worker actors on this machine's cores):")
+        lines.append(f"{'server':>18} {'frames/s':>9} {'real time':>10} {'lag p50':>8} {'lag p95':>8} {'lag max':>8} "
+                     f"{'TTFT p50':>9} {'errors':>7}")
+        for row in result["ray"]["rows"]:
+            s = row["summary"]
+            lines.append(f"{row['server']:>18} {s['frames_per_s']!s:>9} {s['real_time_frames_per_s']:>10g} "
+                         f"{s['lag_s_p50']!s:>8} {s['lag_s_p95']!s:>8} {s['lag_s_max']!s:>8} "
+                         f"{_ms(s['ttft_s_p50']):>9} {s['errors']:>7}")
     if "compare" in result:
         c = result["compare"]
         lines.append(f"per question, {c['policy']} memory vs stateless (emulated: whole video re-encoded per "
@@ -236,6 +260,7 @@ def main(args: argparse.Namespace) -> int:
     from longwatch.eval.flags import config_from_args
 
     lengths = check_settings(args)
+    workers = _workers(args.ray)
     cfg = config_from_args(args)
     if args.threads:
         import torch
@@ -248,12 +273,25 @@ def main(args: argparse.Namespace) -> int:
                     "logical_cpus": os.cpu_count(), "threads": args.threads, "serve_versions": _serve_versions()}
     if not args.skip_live:
         result["live"] = live(args, cfg)
+    if workers:
+        rows = [{"server": "one process", "workers": 0, "summary": result["live"]["summary"]}] if "live" in result else []
+        for n in workers:
+            run = live(args, cfg, {"serve.ray": "auto", "serve.ray_workers": n})
+            rows.append({"server": f"ray, {n} worker{'s' if n > 1 else ''}", "workers": n, "summary": run["summary"],
+                         "server_stderr_tail": run["server_stderr_tail"], "errors": run["errors"]})
+        result["ray"] = {"rows": rows, "cluster": "local (serve.ray auto: 127.0.0.1, this machine's CPUs)",
+                         "multi_gpu_command": "ray start --head (then ray start --address HEAD:6379 on each GPU node); "
+                         "RAY_ADDRESS=HEAD:6379 longwatch bench serve --model MODEL --device cuda "
+                         f"--streams {args.streams * 15} --clients {args.clients} --ray 1,2,4,8 --minutes ''"}
     if lengths:
         result["compare"] = compare(args, cfg, lengths)
     result["wall_s"] = time.perf_counter() - t0
     failed = []
     if "live" in result and result["live"]["summary"]["errors"] > TARGET_ERRORS:
         failed.append(f"live errors: {result['live']['summary']['errors_by_kind']}")
+    for row in result.get("ray", {}).get("rows", []):
+        if row["workers"] and row["summary"]["errors"] > TARGET_ERRORS:
+            failed.append(f"{row['server']} errors: {row['summary']['errors_by_kind']}")
     if "compare" in result and result["compare"]["target"]["met"] is False:
         failed.append(f"stateless/stateful TTFT at {TARGET_MINUTES:g} min below {TARGET_RATIO:g}x")
     result["failures"] = failed

@@ -189,10 +189,11 @@ class Cluster:
                         w.url, w.pid = m["url"], m["pid"]
                     w.up = True
                 out.append({"state": "running", "restarts": w.restarts, **m})
-            except Exception as e:
+            except Exception as e:  # GetTimeoutError / ActorUnavailableError: restarting; ActorDiedError: gone
                 w.up = False
-                out.append({"index": w.index, "state": "restarting", "restarts": w.restarts,
-                            "reason": type(e).__name__})
+                gone = "Died" in type(e).__name__
+                out.append({"index": w.index, "state": "dead" if gone else "restarting", "restarts": w.restarts,
+                            "reason": type(e).__name__ + (" (past serve.ray_max_restarts)" if gone else "")})
         return out
 
     # ---- placing streams --------------------------------------------------------------------------
