@@ -126,12 +126,16 @@ def test_two_workers_route_refuse_and_survive_a_killed_worker(tmp_path):
         metrics = httpx.get(f"{base}/v1/workers").json()["data"]
         victim = next(m for m in metrics if m["index"] == cluster.routes[live["id"]])
         assert [s["id"] for s in victim["streams"]] == [live["id"]] and victim["rss"] > 0
+        killed_at = time.time()
         os.kill(victim["pid"], signal.SIGKILL)
         down = httpx.get(f"{base}/v1/streams/{live['id']}")
         assert down.status_code == 503 and down.headers["retry-after"] and down.json()["error"]["code"] == \
             "worker_unavailable"
         events.wait_for(["streaming", "reconnecting", "restored", "streaming"], 90)
         restored = next(d for n, _, d in events.items if n == "restored")
+        back = [d["at"] for n, _, d in events.items if n == "streaming"][-1]
+        print(f"killed worker {victim['index']}: restored after {restored['at'] - killed_at:.1f} s, streaming after "
+              f"{back - killed_at:.1f} s ({restored['patches']} patches reopened)")  # the README's figure (-s)
         assert restored["patches"] >= before["patches"] and restored["encoded_up_to"] >= before["encoded_up_to"]
         after = _until(lambda: (i := httpx.get(f"{base}/v1/streams/{live['id']}").json())["encoded_up_to"]
                        > before["encoded_up_to"] + 2 and i, 30, "the camera did not resume")

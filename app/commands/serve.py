@@ -66,8 +66,14 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from longwatch.app.commands.ui import auth_from_args
-    from longwatch.app.serve.server import serve
 
     cfg = config_from_args(args)
+    if cfg.serve.ray:  # the front door over Ray workers (imports nothing of Ray before it is asked for)
+        from longwatch.app.serve.front import serve_ray
+
+        serve_ray(cfg)
+        return 0
+    from longwatch.app.serve.server import serve
+
     serve(cfg, ui_auth=auth_from_args(args) if cfg.serve.ui else None)
     return 0

@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from longwatch.app.config import Config
+from longwatch.app.serve.errors import APIError
+from longwatch.app.serve.ray_worker import ServeWorker
 
 log = logging.getLogger(__name__)
 INSTALL = 'Ray is not installed: pip install "longwatch[ray]" (or pip install "ray>=2.40")'
@@ -113,8 +115,6 @@ class Cluster:
     """The workers of one front door: start them, find a restarted one's new address, place streams."""
 
     def __init__(self, cfg: Config, ray: Any, owned: bool) -> None:
-        from longwatch.app.serve.ray_worker import ServeWorker
-
         self.cfg, self.ray, self.owned = cfg, ray, owned
         self.key = secrets.token_urlsafe(24)
         """Workers accept requests with this key only: nothing but this front door reaches them."""
@@ -202,8 +202,6 @@ class Cluster:
         """The worker for a new stream: the most free slots among those with the device budget left
         (serve.ray_worker_memory); APIError 429 naming the limit when none has room. When every slot is taken,
         one whose slots hold chat videos (it frees the least recently used idle one, or answers 429)."""
-        from longwatch.app.serve.errors import APIError
-
         s = self.cfg.serve
         live = [m for m in self.metrics() if m["state"] == "running"]
         if not live:

@@ -13,8 +13,10 @@ joined, each stream with its `worker`) and GET /v1/workers (the front door's own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,9 +28,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from longwatch import __version__
 from longwatch.app.config import Config
-from longwatch.app.serve.cluster import Cluster, WorkerDown
+from longwatch.app.schema import parse_bytes
+from longwatch.app.serve.cluster import Cluster, WorkerDown, connect
 from longwatch.app.serve.errors import APIError, install_handlers
 from longwatch.app.serve.security import BodyLimit, check_bearer
+from longwatch.app.serve.server import ServeError, address_of, api_keys, bind, run_uvicorn, url_of
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
@@ -297,9 +301,39 @@ def create_front(cfg: Config, cluster: Cluster, keys: frozenset[str] = frozenset
 
 
 def _bytes(value: Any, default: int) -> int:
-    from longwatch.app.schema import parse_bytes
-
     try:
         return parse_bytes(value) if value is not None else default
     except (TypeError, ValueError):
         return default  # the worker names the bad value (400)
+
+
+def serve_ray(cfg: Config) -> None:
+    """`longwatch serve --ray`: this process is the front door (no model here), Ray worker actors hold the
+    models and streams (app/serve/cluster.py). Without serve.memory_dir the streams journal in a folder of
+    this run, enough to survive a worker crash on one machine; a multi-node cluster needs shared storage."""
+    s = cfg.serve
+    if s.ui:
+        raise ServeError("--ui does not combine with --ray yet: the page holds its sessions in one process "
+                         "(run `longwatch ui` beside the cluster)")
+    address_of(s.host, s.port)
+    keys = api_keys(cfg)
+    sock = bind(s.host, s.port)
+    scratch = None
+    try:
+        ray, owned = connect(cfg)
+        if not s.memory_dir:
+            scratch = tempfile.TemporaryDirectory(prefix="longwatch-ray-memory-")
+            cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, memory_dir=scratch.name))
+            if not owned:
+                log.warning("no --memory-dir: streams journal under %s on this machine only; a worker restarted "
+                            "on another node cannot reopen them (give a folder every node can reach)", scratch.name)
+        log.info("starting Ray workers for %s", cfg.model.name)
+        cluster = Cluster(cfg, ray, owned)
+        app = create_front(cfg, cluster, keys)
+        print(f"longwatch serve: {url_of(s.host, s.port)}/v1 (model {s.served_model_name or cluster.model} on "
+              f"{len(cluster)} Ray workers; {'API key required' if keys else 'no API key'})", flush=True)
+        run_uvicorn(app, sock)
+    finally:
+        sock.close()
+        if scratch is not None:
+            scratch.cleanup()

@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+import torch
+import uvicorn
+
 from longwatch.app.config import Config
+from longwatch.app.serve.app import create_api
+from longwatch.app.serve.server import bind
+from longwatch.backbone.model import Backbone
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
@@ -44,12 +51,7 @@ class ServeWorker:
     """Ray actor body (cluster.py wraps it with ray.remote): loads the model and serves create_api's app."""
 
     def __init__(self, index: int, cfg: Config, key: str) -> None:
-        import uvicorn
-
-        import ray
-        from longwatch.app.serve.app import create_api
-        from longwatch.app.serve.server import bind
-        from longwatch.backbone.model import Backbone
+        import ray  # the optional extra: only a Ray worker process imports it here
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         self.index = index
@@ -86,9 +88,6 @@ class ServeWorker:
 
     def metrics(self) -> dict[str, Any]:
         """Streams with their state, lag and tiers; slots and reserved device budget; process and GPU memory."""
-        import psutil
-        import torch
-
         st = self.app.state.longwatch
         streams = []
         reserved = 0

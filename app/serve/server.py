@@ -78,9 +78,6 @@ def serve(cfg: Config, ui_auth: tuple[str, str] | None = None) -> None:
     from longwatch.backbone.model import Backbone
 
     s = cfg.serve
-    if s.ray:
-        serve_ray(cfg)
-        return
     address_of(s.host, s.port)  # a bad address first, then keys, and only then is anything bound
     keys = api_keys(cfg, ui_auth)
     sock = bind(s.host, s.port)
@@ -96,44 +93,6 @@ def serve(cfg: Config, ui_auth: tuple[str, str] | None = None) -> None:
         run_uvicorn(app, sock)
     finally:
         sock.close()
-
-
-def serve_ray(cfg: Config) -> None:
-    """`longwatch serve --ray`: this process is the front door (no model here), Ray worker actors hold the
-    models and streams (app/serve/cluster.py). Without serve.memory_dir the streams journal in a folder of
-    this run, enough to survive a worker crash on one machine; a multi-node cluster needs shared storage."""
-    import dataclasses
-    import tempfile
-
-    from longwatch.app.serve.cluster import Cluster, connect
-    from longwatch.app.serve.front import create_front
-
-    s = cfg.serve
-    if s.ui:
-        raise ServeError("--ui does not combine with --ray yet: the page holds its sessions in one process "
-                         "(run `longwatch ui` beside the cluster)")
-    address_of(s.host, s.port)
-    keys = api_keys(cfg)
-    sock = bind(s.host, s.port)
-    scratch = None
-    try:
-        ray, owned = connect(cfg)
-        if not s.memory_dir:
-            scratch = tempfile.TemporaryDirectory(prefix="longwatch-ray-memory-")
-            cfg = dataclasses.replace(cfg, serve=dataclasses.replace(s, memory_dir=scratch.name))
-            if not owned:
-                log.warning("no --memory-dir: streams journal under %s on this machine only; a worker restarted "
-                            "on another node cannot reopen them (give a folder every node can reach)", scratch.name)
-        log.info("starting Ray workers for %s", cfg.model.name)
-        cluster = Cluster(cfg, ray, owned)
-        app = create_front(cfg, cluster, keys)
-        print(f"longwatch serve: {url_of(s.host, s.port)}/v1 (model {s.served_model_name or cluster.model} on "
-              f"{len(cluster)} Ray workers; {'API key required' if keys else 'no API key'})", flush=True)
-        run_uvicorn(app, sock)
-    finally:
-        sock.close()
-        if scratch is not None:
-            scratch.cleanup()
 
 
 def run_uvicorn(app: Any, sock: socket.socket) -> None:
