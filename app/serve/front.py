@@ -235,12 +235,8 @@ def create_front(cfg: Config, cluster: Cluster, keys: frozenset[str] = frozenset
 
     @app.post("/v1/streams", dependencies=auth)
     async def create_stream(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise APIError(400, "the body is not JSON", "invalid_request") from None
-        budget = _bytes(body.get("device_budget") if isinstance(body, dict) else None, cfg.memory.device_budget)
+        raw, body = await _json_body(request)
+        budget = _bytes(body.get("device_budget"), cfg.memory.device_budget)
         index = await anyio.to_thread.run_sync(cluster.place, budget)
         response = await front.forward(index, request, "/v1/streams", raw)
         if response.status_code == 201:
@@ -280,16 +276,11 @@ def create_front(cfg: Config, cluster: Cluster, keys: frozenset[str] = frozenset
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise APIError(400, "the body is not JSON", "invalid_request") from None
-        body = body if isinstance(body, dict) else {}
+        raw, body = await _json_body(request)
         if isinstance(body.get("stream_id"), str):
             index = await front.owner(body["stream_id"])
         elif (key := video_key(body, cfg.memory.policy)) is not None:
-            index = cluster.videos.get(key) if key in cluster.videos else None
+            index = cluster.videos.get(key)
             if index is None:
                 index = await anyio.to_thread.run_sync(cluster.place, cfg.memory.device_budget)
                 cluster.videos[key] = index
@@ -298,6 +289,17 @@ def create_front(cfg: Config, cluster: Cluster, keys: frozenset[str] = frozenset
         return await front.forward(index, request, "/v1/chat/completions", raw)
 
     return app
+
+
+async def _json_body(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The body as sent (forwarded unchanged) and as a JSON object for routing ({} when it is not one: the
+    worker then names what is wrong); 400 when it is not JSON at all."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise APIError(400, "the body is not JSON", "invalid_request") from None
+    return raw, body if isinstance(body, dict) else {}
 
 
 def _bytes(value: Any, default: int) -> int:

@@ -114,8 +114,8 @@ class Manifest:
                              tuple({"watch": w, **req} for w, req in h["watches"].items())))
         return out
 
-    def compact(self) -> None:
-        """Rewrite the manifest with the held streams only (done when a server opens it)."""
+    def compact(self) -> list[Entry]:
+        """Rewrite the manifest with the held streams only (done when a server opens it); returns them."""
         entries = self.entries()
         records: list[dict[str, Any]] = []
         for e in entries:
@@ -129,3 +129,4 @@ class Manifest:
             if self.path.exists() or records:
                 replace_records(self.path, records)
                 os.chmod(self.path, 0o600)
+        return entries

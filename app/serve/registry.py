@@ -184,12 +184,12 @@ class StreamRegistry:
         """Under the lock: room made (the streams taken out go to `victims`, to be closed outside), then a stream."""
         victims += self._make_room()
         stream_id = restore.id if restore else f"stream-{secrets.token_hex(6)}"
-        journaled = self.manifest is not None and spec.origin == "api"
-        memory_dir = self.manifest.memory_dir(stream_id) if journaled and self.manifest else None
+        manifest = self.manifest if spec.origin == "api" else None  # chat videos are not journaled
+        memory_dir = manifest.memory_dir(stream_id) if manifest else None
         stream = Stream(stream_id, spec, self.bb, self.clock, self.encoder, memory_dir, restore)
-        if journaled and self.manifest is not None:
+        if manifest is not None:
             if restore is None:
-                self.manifest.add(stream.id, spec, stream.created)
+                manifest.add(stream.id, spec, stream.created)
             if restore is None or restore.epoch0 is None:
                 self._unstarted.add(stream.id)
                 stream.add_patch_listener(self._started)
@@ -246,9 +246,8 @@ class StreamRegistry:
         cannot be reopened is logged and stays listed (a later start tries again)."""
         if self.manifest is None:
             return []
-        self.manifest.compact()
         out = []
-        for entry in self.manifest.entries():
+        for entry in self.manifest.compact():
             try:
                 with self._lock:
                     stream = self._new(entry.spec, [], restore=entry)
