@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import torch
 
 from longwatch.backbone.inputs import Segment, apply_shift, rope_text, shift_cos_sin, vision_tokens
-from longwatch.backbone.model import Backbone, DecodeResult, QKCapture, Sampling, decode, prefill
+from longwatch.backbone.model import Backbone, ChoiceResult, DecodeResult, QKCapture, Sampling, decode, prefill, \
+    score_choices
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, placement, plan_device
 from longwatch.memory.config import MemoryConfig
@@ -177,6 +178,8 @@ class Answer:
     """Blocks in the answer's context: id -> [layers, k] original vision indices kept (None = whole block)."""
     copied_bytes: int = 0
     """Bytes of the private cache copy the answer was decoded on (0: decoded in place; see Answerer.ask)."""
+    choices: list[dict] | None = None
+    """An answer picked from given choices: per choice {"choice", "logprob", "prob"} (see Answerer.ask)."""
 
 
 class Answerer:
@@ -196,8 +199,12 @@ class Answerer:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False, copy_limit: int | None = None) -> Answer:
+            window_only: bool = False, copy_limit: int | None = None, choices: Sequence[str] | None = None) -> Answer:
         """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
+
+        `choices`: the answer is one of them, picked by the model's probability of answering each whole
+        (backbone.model.score_choices; one short forward per choice, in place of decoding; `on_text` gets the
+        pick at once).
 
         `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. `until` hides
         every block that starts at or after it (an upload encoded ahead of its play position: the
@@ -213,9 +220,15 @@ class Answerer:
         """
         store = self.store
         copy_limit = self.cfg.answer_copy_budget if copy_limit is None else copy_limit
+        picks = choice_ids(self.bb.layout, choices, self.cfg.answer_tokens // 2) if choices is not None else None
         with contextlib.ExitStack() as held:
             held.enter_context(store.lock)
             prep = self._prepare(question, now, sampling, until, window_only, held)
+            if picks is not None:  # scored in place: a few short forwards, no decoding to copy the cache for
+                res = score_choices(self.bb.model, store.cache, prep.logits, prep.next_position, picks,
+                                    self.bb.layout.im_end, prep.sampling, prep.visible, self.bb.lock)
+                held.close()
+                return self._chosen(list(choices or []), picks, res, prep, on_text)
             cache, copied, t_copy, row, rows = store.cache, 0, time.perf_counter(), None, self.bb.rows
             new = prep.sampling.max_new_tokens
             need = (cache.length + new) * cache.bytes_per_token
@@ -240,6 +253,21 @@ class Answerer:
                       evidence=prep.evidence, memory=memory, stopped=out.stopped, logits=out.logits,
                       question_tokens=prep.question_tokens, context_tokens=prep.context_tokens, kept=prep.kept,
                       copied_bytes=copied)
+
+    def _chosen(self, choices: list[str], picks: list[list[int]], res: ChoiceResult, prep: "_Prepared",
+                on_text: Callable[[str], None] | None) -> Answer:
+        store = self.store
+        text = choices[res.index].strip()
+        if on_text is not None:
+            on_text(text)
+        with store.lock:
+            store.note_distance(prep.distance + len(picks[res.index]))
+            store.advance_clock()
+            memory = store.refresh_stats()
+        return Answer(text=text, token_ids=list(picks[res.index]), ttft_s=prep.retrieval_s + prep.prefill_s + res.seconds,
+                      prefill_s=prep.prefill_s, decode_s=res.seconds, retrieval_s=prep.retrieval_s,
+                      evidence=prep.evidence, memory=memory, stopped=True, question_tokens=prep.question_tokens,
+                      context_tokens=prep.context_tokens, kept=prep.kept, choices=choice_table(choices, res))
 
     def yes_no(self, condition: str) -> YesNo:
         """P(Yes) for a yes/no `condition` about what is on screen now: one forward of the question over the
@@ -371,6 +399,46 @@ class _Prepared:
     kept: dict[int, torch.Tensor | None]
     question_tokens: int
     context_tokens: int
+
+
+MAX_CHOICES = 64
+"""Choices one question may list: each costs a short forward over the question's cache."""
+
+
+def check_choices(choices: Sequence[str]) -> list[str]:
+    """The choices stripped, or ValueError naming what is wrong: none given, more than MAX_CHOICES, an empty or
+    a repeated choice (what can be checked before a tokenizer is loaded)."""
+    if isinstance(choices, str) or not choices:
+        raise ValueError("choices: give a list of at least one answer to pick from")
+    if len(choices) > MAX_CHOICES:
+        raise ValueError(f"choices: {len(choices)} given, at most {MAX_CHOICES}")
+    out: list[str] = []
+    for c in choices:
+        text = str(c).strip()
+        if not text:
+            raise ValueError("choices: an empty choice")
+        if text in out:
+            raise ValueError(f"choices: {text!r} is listed twice")
+        out.append(text)
+    return out
+
+
+def choice_ids(layout, choices: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Token ids of each choice (stripped), or ValueError naming the bad one (check_choices, or one longer than
+    `max_tokens`)."""
+    out = []
+    for text in check_choices(choices):
+        ids = layout.encode_text(text)
+        if len(ids) > max_tokens:
+            raise ValueError(f"choices: {text[:40]!r} is {len(ids)} tokens; at most {max_tokens}")
+        out.append(ids)
+    return out
+
+
+def choice_table(choices: Sequence[str], res: ChoiceResult) -> list[dict]:
+    """Answer.choices: each choice with its log-probability and its share of the choices' probability."""
+    return [{"choice": c.strip(), "logprob": round(lp, 4), "prob": round(p, 4)}
+            for c, lp, p in zip(choices, res.logprobs, res.probs)]
 
 
 def reach(store: BlockStore, end: int, brought: Sequence[int] = ()) -> int:

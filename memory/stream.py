@@ -16,7 +16,7 @@ import dataclasses
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +102,15 @@ class MemoryStream:
     def ask(self, question: str, on_text: Callable[[str], None] | None = None, now: float | None = None,
             keep_logits: bool = False, sampling: Sampling | None = None,
             should_stop: Callable[[], bool] | None = None, until: float | None = None,
-            window_only: bool = False, copy_limit: int | None = None) -> Answer:
-        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit`;
-        streamchat: NoteTaker.ask, from its notes and the window)."""
+            window_only: bool = False, copy_limit: int | None = None, choices: Sequence[str] | None = None) -> Answer:
+        """Answer from memory; the stream is unchanged afterwards (see Answerer.ask, also for `copy_limit` and
+        `choices`; streamchat: NoteTaker.ask, from its notes and the window)."""
         if self.notes is not None and not window_only:
             ans = self.notes.ask(question, now, until, on_text=on_text, keep_logits=keep_logits, sampling=sampling,
-                                 should_stop=should_stop, copy_limit=copy_limit)
+                                 should_stop=should_stop, copy_limit=copy_limit, choices=choices)
             return dataclasses.replace(ans, memory=self.stats())
         return self.answerer.ask(question, on_text, now, keep_logits, sampling, should_stop, until, window_only,
-                                 copy_limit)
+                                 copy_limit, choices)
 
     def check_question(self, question: str, until: float | None = None) -> None:
         """Raise ValueError with the message `ask` would give if `question` cannot be asked now (no model call)."""

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from longwatch.backbone.model import decode, prefill
+from longwatch.backbone.model import decode, prefill, score_choices
 from longwatch.memory.block import Block
 from longwatch.memory.blockfiles import append_record, read_records, replace_records
 from longwatch.memory.captions import NoteTaker
-from longwatch.memory.engine import Answer, Evidence
+from longwatch.memory.engine import Answer, Evidence, choice_ids, choice_table
 from longwatch.memory.retrieval import parse_time_ranges, spread
 from longwatch.memory.textmem import Picked
 
@@ -219,10 +219,25 @@ class FrameRAG(NoteTaker):
             r = prefill(bb.model, cache, segs, 0)
         t_pre = time.perf_counter() - t0 - t_ret
         samp = kw.get("sampling") or bb.sampling
+        evidence = [Evidence(f.entry.block_id, f.entry.t_start, f.entry.t_end, f.reason, f.score) for f in chosen]
+        if kw.get("choices") is not None:
+            return self._pick(list(kw["choices"]), cache, r, samp, evidence, kw.get("on_text"), t_ret, t_pre, len(qseg))
         samp = dataclasses.replace(samp, max_new_tokens=min(samp.max_new_tokens, cfg.answer_tokens - len(qseg)))
         out = decode(bb.model, cache, r.logits[-1], r.next_position, bb.tokenizer, bb.layout.stop_ids, samp,
                      kw.get("on_text"), kw.get("keep_logits", False), kw.get("should_stop"), None, bb.lock)
-        evidence = [Evidence(f.entry.block_id, f.entry.t_start, f.entry.t_end, f.reason, f.score) for f in chosen]
         return Answer(text=out.text, token_ids=out.token_ids, ttft_s=t_ret + t_pre + out.first_token_s, prefill_s=t_pre,
                       decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence, memory={}, stopped=out.stopped,
                       logits=out.logits, question_tokens=len(qseg), context_tokens=cache.length - len(qseg))
+
+    def _pick(self, choices: list[str], cache: Any, r: Any, samp: Any, evidence: list[Evidence],
+              on_text: Any, t_ret: float, t_pre: float, q_tokens: int) -> Answer:
+        """One of `choices` over the retrieved frames' cache (see Answerer.ask's `choices`)."""
+        bb = self.bb
+        picks = choice_ids(bb.layout, choices, self.cfg.answer_tokens // 2)
+        res = score_choices(bb.model, cache, r.logits[-1], r.next_position, picks, bb.layout.im_end, samp, None, bb.lock)
+        text = choices[res.index].strip()
+        if on_text is not None:
+            on_text(text)
+        return Answer(text=text, token_ids=picks[res.index], ttft_s=t_ret + t_pre + res.seconds, prefill_s=t_pre,
+                      decode_s=res.seconds, retrieval_s=t_ret, evidence=evidence, memory={}, stopped=True,
+                      question_tokens=q_tokens, context_tokens=cache.length - q_tokens, choices=choice_table(choices, res))

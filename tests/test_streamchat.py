@@ -188,3 +188,12 @@ def test_streamchat_settings_that_cannot_work_fail_at_config_load_naming_them():
         load_config(None, {"memory.notes_context": "both"})
     with pytest.raises(ConfigError, match="memory.text_embedder"):
         load_config(None, {"memory.text_embedder": "bert"})
+
+
+def test_a_streamchat_choice_is_scored_after_its_notes(tiny):
+    ms = _stream(tiny)
+    choices = ["KIWI", "No sign was shown", "a red circle, center"]
+    ans = ms.ask("What was on the sign at 0:06?", sampling=SAMP, choices=choices)
+    assert ans.text in choices and len(ans.choices) == 3
+    assert {e.reason for e in ans.evidence} >= {"note"}
+    ms.close()

@@ -148,3 +148,13 @@ def test_videorag_settings_that_cannot_work_fail_at_config_load():
         load_config(None, {"memory.policy": "videorag", "memory.disk_budget": "1GB", "memory.host_budget": "1KB"})
     with pytest.raises(ConfigError, match="memory.frame_merge"):
         load_config(None, {"memory.frame_merge": 0})
+
+
+def test_a_videorag_choice_is_scored_over_the_frames_it_picked(tiny, tmp_path):
+    ms = _stream(tiny, tmp_path / "disk")
+    q, choices = "What was on the sign at 0:06?", ["KIWI", "No sign was shown"]
+    free = ms.ask(q, sampling=Sampling(temperature=0.0, max_new_tokens=3))
+    ans = ms.ask(q, sampling=Sampling(temperature=0.0, max_new_tokens=3), choices=choices)
+    assert ans.text in choices and [c["choice"] for c in ans.choices] == choices
+    assert [e.block_id for e in ans.evidence] == [e.block_id for e in free.evidence]  # the same frames picked
+    ms.close()
