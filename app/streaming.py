@@ -74,5 +74,6 @@ def answer_dict(ans, ingest: dict | None = None) -> dict:
                       "reason": e.reason, **({"score": round(e.score, 3)} if e.score is not None else {})}
                      for e in ans.evidence if e.reason in ("retrieved", "time", "window", "memory")][:64],
         "memory": ans.memory["tiers"],
+        **({"choices": ans.choices} if getattr(ans, "choices", None) else {}),
         **({"ingest": ingest} if ingest else {}),
     }

@@ -111,6 +111,24 @@ def test_sampling_parameters_and_stop(server, media):
     assert greedy.startswith(r.choices[0].message.content)
 
 
+def test_an_answer_picked_from_choices_whole_streamed_and_by_either_name(server, media):
+    c = client(server)
+    msgs = ask_messages("What is shown?", _file(media))
+    picks = ["a red circle", "a sign that says KIWI", "nothing"]
+    whole = c.chat.completions.create(model="tiny", messages=msgs, extra_body={"structured_outputs": {"choice": picks}})
+    text = whole.choices[0].message.content
+    assert text in picks and whole.choices[0].finish_reason == "stop"
+    scored = whole.model_extra["longwatch"]["choices"]
+    assert [s["choice"] for s in scored] == picks and sum(s["prob"] for s in scored) == pytest.approx(1, abs=1e-3)
+    assert max(scored, key=lambda s: s["logprob"])["choice"] == text
+    assert whole.usage.completion_tokens >= 1
+    old = c.chat.completions.create(model="tiny", messages=msgs, extra_body={"guided_choice": picks})
+    assert old.choices[0].message.content == text
+    chunks = list(c.chat.completions.create(model="tiny", messages=msgs, stream=True,
+                                            extra_body={"structured_outputs": {"choice": picks}}))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+
+
 def _post(server: str, body: object, raw: bytes | None = None, headers: dict | None = None) -> httpx.Response:
     content = raw if raw is not None else json.dumps(body).encode()
     return httpx.post(f"{server}/v1/chat/completions", content=content, timeout=60,
@@ -148,6 +166,14 @@ BAD_BODIES = [
     ({"model": "tiny", "messages": ask_messages("q", "ftp://example.com/x.mp4")}, 400, "unsupported_scheme"),
     ({"model": "tiny", "messages": ask_messages("q", "/etc/passwd")}, 400, "invalid_url"),
     ({"model": "tiny", "messages": ask_messages("q", None, uuid="never-seen")}, 400, "unknown_video"),
+    ({"model": "tiny", "structured_outputs": {"json": {"type": "object"}}, "messages": ask_messages("q", "/x.mp4")},
+     400, "invalid_request"),
+    ({"model": "tiny", "structured_outputs": {"choice": []}, "messages": ask_messages("q", "/x.mp4")}, 400,
+     "invalid_request"),
+    ({"model": "tiny", "guided_choice": ["a", "a"], "messages": ask_messages("q", "/x.mp4")}, 400, "invalid_request"),
+    ({"model": "tiny", "guided_choice": "a", "messages": ask_messages("q", "/x.mp4")}, 400, "invalid_request"),
+    ({"model": "tiny", "guided_choice": ["a"], "structured_outputs": {"choice": ["a"]},
+      "messages": ask_messages("q", "/x.mp4")}, 400, "invalid_request"),
 ]
 
 

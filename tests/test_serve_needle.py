@@ -41,3 +41,9 @@ def test_needle_tiny_reads_the_sign_over_http(tmp_path, monkeypatch):
         again = c.chat.completions.create(model="needle-tiny", max_tokens=8, extra_body={"at": 14.0},
                                           messages=ask_messages("What word was on the sign at 00:12?", url))
         assert again.model_extra["longwatch"]["reused_memory"] and "KIWI" in again.choices[0].message.content
+        picks = ["LIME", "KIWI", "No sign was shown", "a sign that says KIWI"]
+        chosen = c.chat.completions.create(model="needle-tiny", extra_body={"at": 14.0, "structured_outputs": {
+            "choice": picks}}, messages=ask_messages("What word was on the sign at 00:12?", url))
+        assert chosen.choices[0].message.content == "KIWI" and chosen.choices[0].finish_reason == "stop"
+        probs = {c["choice"]: c["prob"] for c in chosen.model_extra["longwatch"]["choices"]}
+        assert max(probs, key=probs.get) == "KIWI" and probs["KIWI"] > 0.5

@@ -22,6 +22,9 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, metavar="N",
                    help="live sources (webcam, rtsp, rtmp): watch this many seconds, then answer")
     p.add_argument("--memory-dir", metavar="DIR", help="persist the stream's memory here (journal; resumable)")
+    p.add_argument("--choice", dest="choices", action="append", metavar="TEXT",
+                   help="answer with one of these (give it once per choice): the choice the model finds most "
+                        "probable, scored whole, instead of a free answer; the probabilities go to stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_progress_flags(p)
     add_config_flags(p)
@@ -50,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
             check_video(args.video, cfg)
     if not args.question.strip():
         raise UserError("QUESTION is empty")
+    if args.choices is not None:
+        from longwatch.memory.engine import check_choices
+
+        try:
+            check_choices(args.choices)
+        except ValueError as e:
+            raise UserError(f"--choice: {str(e).removeprefix('choices: ')}") from None
 
     from longwatch.app.streaming import answer_dict, open_memory, stream_into
     from longwatch.backbone.model import Backbone
@@ -62,12 +72,23 @@ def run(args: argparse.Namespace) -> int:
         if args.video != "-":
             ingest = stream_into(memory, args.video, cfg, until_s=args.at, seconds=args.seconds,
                                  progress=args.progress)  # a bar over the video's length, on stderr
+        try:
+            memory.check_question(args.question)
+            if args.choices is not None:
+                from longwatch.memory.engine import choice_ids
+
+                choice_ids(bb.layout, args.choices, cfg.memory.answer_tokens // 2)
+        except ValueError as e:
+            raise UserError(str(e).replace("choices: ", "--choice: ", 1)) from None
         if args.json:
-            ans = memory.ask(args.question)
+            ans = memory.ask(args.question, choices=args.choices)
             print(json.dumps(answer_dict(ans, ingest)))
         else:
-            ans = memory.ask(args.question, on_text=lambda s: print(s, end="", flush=True))
+            ans = memory.ask(args.question, on_text=lambda s: print(s, end="", flush=True), choices=args.choices)
             print()
+            if ans.choices:
+                print("[choices: " + ", ".join(f"{c['choice']} {c['prob']:.2f}" for c in ans.choices) + "]",
+                      file=sys.stderr)
             used = [e for e in ans.evidence if e.reason in ("retrieved", "time")]
             if used:
                 spans = ", ".join(f"{e.t_start:.0f}-{e.t_end:.0f}s" for e in used[:8])

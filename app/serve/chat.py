@@ -26,7 +26,7 @@ from longwatch.app.serve.specs import policy_of, video_spec
 from longwatch.app.serve.textflow import Piece, TextFlow
 from longwatch.app.streaming import answer_dict
 from longwatch.backbone.model import Sampling
-from longwatch.memory.engine import Answer
+from longwatch.memory.engine import Answer, check_choices
 
 MAX_STOPS = 4
 """As OpenAI: at most four stop strings."""
@@ -44,6 +44,8 @@ class Plan:
     stops: list[str]
     at: float | None
     until: float | None
+    choices: list[str] | None = None
+    """structured_outputs.choice (or guided_choice): the answer is one of these."""
 
 
 @dataclass
@@ -80,6 +82,28 @@ def _question_and_video(req: ChatRequest) -> tuple[str, VideoPart | None]:
     if len(named) > 1:
         raise APIError(400, "one video per request: the messages name several", "too_many_videos", "messages")
     return question.strip(), videos[0] if videos else None
+
+
+def _choices(req: ChatRequest) -> list[str] | None:
+    """structured_outputs.choice or guided_choice, checked (APIError 400 naming the field); None when neither."""
+    so = req.structured_outputs
+    if so is not None:
+        other = sorted(k for k, v in (so.model_extra or {}).items() if v is not None)
+        if other:
+            raise APIError(400, f"structured_outputs.{other[0]} is not supported (structured_outputs.choice is)",
+                           "invalid_request", f"structured_outputs.{other[0]}")
+    given = [(f, v) for f, v in (("structured_outputs.choice", so.choice if so else None),
+                                 ("guided_choice", req.guided_choice)) if v is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise APIError(400, "give structured_outputs.choice or guided_choice, not both", "invalid_request",
+                       "guided_choice")
+    field, value = given[0]
+    try:
+        return check_choices(value)
+    except ValueError as e:
+        raise APIError(400, f"{field}: {str(e).removeprefix('choices: ')}", "invalid_request", field) from None
 
 
 class ChatService:
@@ -137,6 +161,7 @@ class ChatService:
             raise APIError(400, f"stop: at most {MAX_STOPS} non-empty strings of up to 256 characters",
                            "invalid_request", "stop")
         sampling = self.sampling(req)
+        choices = _choices(req)
         question, video = _question_and_video(req)
         if req.stream_id and video is not None:
             raise APIError(400, "give either stream_id or a video_url part, not both", "invalid_request", "stream_id")
@@ -150,7 +175,7 @@ class ChatService:
         else:
             raise APIError(400, "no video: add a {'type': 'video_url', 'video_url': {'url': ...}} content part, "
                            "or pass stream_id (extra_body) to ask a live stream", "missing_video", "messages")
-        return Plan(question, stream, created, sampling, stops, req.at, req.until)
+        return Plan(question, stream, created, sampling, stops, req.at, req.until, choices)
 
     def _video(self, part: VideoPart, policy: str) -> tuple[Stream, bool]:
         url, uuid = part.video_url.url, part.uuid or part.video_url.uuid
@@ -240,7 +265,7 @@ class ChatService:
         until = min((t for t in (plan.at, plan.until) if t is not None), default=None)
         try:
             return stream.worker.memory.ask(plan.question, on_text=on_text, now=plan.at, sampling=plan.sampling,
-                                            should_stop=should_stop, until=until)
+                                            should_stop=should_stop, until=until, choices=plan.choices)
         except ValueError as e:  # nothing visible yet, a question too long for the answer reserve
             raise APIError(400, str(e), "invalid_question") from None
 

@@ -60,6 +60,13 @@ class StreamOptions(_Loose):
     include_usage: bool = False
 
 
+class StructuredOutputs(BaseModel):
+    """vLLM's structured_outputs (extra_body): only `choice` is supported; chat.py refuses the others by name."""
+
+    model_config = ConfigDict(extra="allow")
+    choice: list[str] | None = Field(None, max_length=64)
+
+
 class ChatRequest(_Loose):
     model: str = Field(max_length=512)
     messages: list[Message] = Field(min_length=1, max_length=256)
@@ -85,6 +92,10 @@ class ChatRequest(_Loose):
     """Answer as of this stream time (seconds): wait until it is encoded, hide what comes after."""
     until: float | None = Field(None, ge=0.0)
     """Hide blocks that start at or after this stream time, without waiting."""
+    structured_outputs: StructuredOutputs | None = None
+    """{"choice": [...]}: the answer is exactly one of the choices, the one the model finds most probable (vLLM's
+    name; `guided_choice` is its older spelling, accepted too)."""
+    guided_choice: list[str] | None = Field(None, max_length=64)
     policy: str | None = Field(None, max_length=32)
     """Memory policy for a video first seen in this request (full, sliding, rekv, infinipot, streammem, livevlm,
     streamchat)."""
