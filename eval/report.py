@@ -164,7 +164,10 @@ def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool
     write_csv(files["csv"], result.records)
     write_csv(files["memory"], result.timeline)
     write_csv(files["summary_csv"], [{k: v for k, v in r.items() if k != "detail"} for r in rows])
-    files["markdown"].write_text(f"# longwatch eval: {meta.get('model', '')}\n\n" + markdown(rows))
+    mode = meta.get("choices", "generate")
+    how = "" if mode == "generate" else (f"Multiple-choice answers picked from the choices' {mode}s by the model's "
+                                         "probability of each (--choices), not generated.\n\n")
+    files["markdown"].write_text(f"# longwatch eval: {meta.get('model', '')}\n\n{how}" + markdown(rows))
     if plots:
         from longwatch.eval.report_plots import write_plots
 

@@ -10,6 +10,7 @@ Questions without an ask time (offline sets) are asked after the last patch. Pro
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 from longwatch.eval.budgets import Budget
 from longwatch.eval.formats.prompts import format_prompt, proactive_poll
-from longwatch.eval.formats.schema import Bench, Question, Video
+from longwatch.eval.formats.schema import LETTERS, Bench, Question, Video
 from longwatch.eval.scoring import Judge, score_question
 from longwatch.eval.scoring_retrieval import needle_block_recall, retrieval_scores
 from longwatch.memory.schema import ConfigError
@@ -30,7 +31,8 @@ class Stream(Protocol):
     """What the runner needs from memory.stream.MemoryStream."""
 
     def ingest(self, patch: Any) -> None: ...
-    def ask(self, question: str, on_text: Callable[[str], None] | None = None, keep_logits: bool = False) -> Any: ...
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None, keep_logits: bool = False,
+            choices: list[str] | None = None) -> Any: ...
     def stats(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -57,6 +59,9 @@ class VideosNotFound(FileNotFoundError):
     user_facing = True
 
 
+CHOICE_MODES = ("generate", "text", "letter")
+
+
 @dataclass
 class RunOptions:
     policies: list[str]
@@ -68,6 +73,10 @@ class RunOptions:
     max_videos: int | None = None
     progress: bool | None = None
     """A bar per (policy, budget point) run on stderr; None: when stderr is a terminal (eval.progress.shown)."""
+    choices: str = "generate"
+    """Multiple-choice questions: "generate" (a free answer, parsed to a choice the benchmark's way), or the answer
+    picked from the choices by the model's probability of each (Answerer.ask's `choices`): "text" scores the
+    choices' texts, "letter" their letters A, B, ..."""
 
 
 @dataclass
@@ -155,6 +164,8 @@ class Runner:
             for mem_cfg in configs.values():
                 for _, _, path in plan:
                     self.preflight(mem_cfg, path)
+        if opts.choices not in CHOICE_MODES:
+            raise ConfigError(f"choices: {opts.choices!r} is not one of {', '.join(CHOICE_MODES)}")
         for run, (policy, budget) in enumerate(combos, 1):
             mem_cfg = configs[(policy, budget)]
             label = policy if budget == Budget() else f"{policy}@{budget.label}"
@@ -250,7 +261,12 @@ class _VideoRun:
 
     def _ask(self, q: Question, prompt: str, when: float, response_time: float | None = None,
              polls: int | None = None) -> None:
-        ans = self.stream.ask(prompt, keep_logits=self.probe is not None)
+        mode = self.opts.choices
+        if q.kind == "mc" and mode != "generate":
+            picks = list(q.choices) if mode == "text" else list(LETTERS[:len(q.choices)])
+            ans = self.stream.ask(prompt, keep_logits=self.probe is not None, choices=picks)
+        else:
+            ans = self.stream.ask(prompt, keep_logits=self.probe is not None)
         self._record(q, prompt, when, ans, ans.text or "", response_time, polls)
 
     def _record(self, q: Question, prompt: str, when: float, ans: Any, text: str,
@@ -270,6 +286,8 @@ class _VideoRun:
             "evidence": used, "extra": {k: v for k, v in q.extra.items() if isinstance(v, (str, int, float, bool))},
             "retrieval": None, "needle_recall": None, "fidelity": None,
         }
+        if getattr(ans, "choices", None):
+            rec["extra"]["choice_probs"] = json.dumps({c["choice"]: c["prob"] for c in ans.choices})
         if polls is not None:
             rec["metrics"]["polls"] = polls
         if q.evidence_windows and hasattr(ans, "evidence"):

@@ -27,6 +27,7 @@ from longwatch.eval.report import write_report
 from longwatch.eval.runner import FidelityUnavailable, Runner, RunOptions, VideosNotFound, fidelity_factory
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.retrieval import FaissIndex
+from longwatch.memory.schema import ConfigError
 from longwatch.memory.stream import MemoryStream
 
 
@@ -325,3 +326,31 @@ def test_progress_names_each_run_and_video_on_stderr(tmp_path, capsys):
     for label in ("run 1/2 full: video 1/2", "run 1/2 full: video 2/2", "run 2/2 sliding: video 2/2"):
         assert label in captured.err
     assert "2/2 [" in captured.err  # each run's bar counts its questions
+
+
+def test_choice_modes_pick_from_the_question_choices_and_the_report_says_so(tmp_path, tiny):
+    conv = [{"question": "Which shape was shown at 0:03?", "choices": ["red circle", "blue square", "none"],
+             "answer": "blue square", "ask_time": 5, "kind": "mc"},
+            {"question": "How many flashes?", "answer": "2", "ask_time": 6}]
+    path = write_bench(tmp_path, [{"video_id": "v", "video_path": "v.mp4", "conversations": conv}])
+    bench = load_bench(path)
+    cfg = load_config()
+    opener = lambda p: contextlib.nullcontext(real_patches(8))  # noqa: E731
+    streams: list = []
+
+    def factory(mem_cfg, sid):
+        streams.append(MemoryStream(tiny, mem_cfg, stream_id=sid))
+        return streams[-1]
+
+    for mode, picks in (("text", ["red circle", "blue square", "none"]), ("letter", ["A", "B", "C"])):
+        result = Runner(cfg, factory, opener).run([bench], tmp_path, RunOptions(["full"], progress=False, choices=mode))
+        mc, count = result.records
+        assert mc["reply"] in picks and mc["answer_tokens"] >= 1
+        probs = json.loads(mc["extra"]["choice_probs"])
+        assert list(probs) == picks and max(probs, key=probs.get) == mc["reply"]
+        assert mc["pred"] == "ABC"[picks.index(mc["reply"])] and mc["correct"] == (mc["pred"] == "B")
+        assert "choice_probs" not in count["extra"]  # not multiple choice: generated as always
+    files = write_report(result, tmp_path / "out", {"model": "tiny", "choices": "letter"}, plots=False)
+    assert "picked from the choices' letters" in files["markdown"].read_text()
+    with pytest.raises(ConfigError, match="choices: .best. is not one of generate, text, letter"):
+        Runner(cfg, factory, opener).run([bench], tmp_path, RunOptions(["full"], progress=False, choices="best"))

@@ -37,6 +37,10 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="also measure KL / top-1 agreement to the full context and attention-mass recall")
     p.add_argument("--judge", metavar="MODULE:FUNC",
                    help="score open answers with FUNC(question, reply) -> [0, 1] (off: exact match only)")
+    p.add_argument("--choices", choices=("generate", "text", "letter"), default="generate",
+                   help="multiple-choice questions: generate a free answer and parse it (default, the benchmarks' "
+                        "protocol), or pick the choice the model finds most probable, scoring the choices' texts "
+                        "(text) or their letters (letter); the report records which")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     add_progress_flags(p)
     add_config_flags(p, memory=False)
@@ -122,12 +126,13 @@ def run(args: argparse.Namespace) -> int:
     videos = args.videos or None
     t0 = time.perf_counter()
     result = runner.run(benches, videos, RunOptions(policies, budgets, args.fidelity, judge, args.max_videos,
-                                                    progress=args.progress))
+                                                    progress=args.progress, choices=args.choices))
     from longwatch.memory.schema import as_dict
 
     meta = {**provenance(), "model": cfg.model.name, "policies": policies, "budgets": [b.device for b in budgets],
             "budget_points": [{"label": b.label, **as_dict(b)} for b in budgets], "bench": str(args.bench),
             "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0,
+            "choices": args.choices,
             "default_budgets": {t: getattr(cfg.memory, f"{t}_budget") for t in ("device", "host", "disk")}}
     files = write_report(result, out, meta, plots=not args.no_plots)
     if args.json:
