@@ -105,7 +105,8 @@ def _load_chat_template(tokenizer, source: str) -> None:
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load the model named by `cfg.name`: a preset, a local folder, or a Hugging Face hub id.
+    """Load the model named by `cfg.name`: a preset, a local folder, a Hugging Face hub id, or a compact file that
+    `longwatch train` exported (built into a checkpoint folder in the cache, like the shipped one).
 
     Presets build seeded random weights directly in the target dtype and device (random-8b would not
     fit in host RAM as float32). Checkpoints load with their own tokenizer and chat template.
@@ -127,12 +128,15 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         tokenizer = load_offline_tokenizer()
         is_preset = True
     else:
+        path = Path(name).expanduser()
         if name in TRAINED_PRESETS:  # shipped weights: built into a checkpoint folder once, then loaded as one
             from longwatch.backbone.shipped import build_folder
 
             path = build_folder(name)
-        else:
-            path = Path(name).expanduser()
+        elif path.is_file() and path.suffix == ".safetensors":  # a `longwatch train` export: built the same way
+            from longwatch.backbone.shipped import build_folder, compact_preset
+
+            path = build_folder(compact_preset(path), compact=path)
         if path.exists():
             if not path.is_dir() or not (path / "config.json").is_file():
                 raise ModelLoadError(f"{name}: not a checkpoint folder (no config.json); use a preset "

@@ -92,6 +92,30 @@ def read_compact(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def compact_preset(path: Path) -> str:
+    """The trained preset a compact file holds weights for (its header only), or CheckpointError naming the file:
+    unreadable, not a compact file, or of a preset this version does not know."""
+    from safetensors import safe_open
+
+    from longwatch.backbone.presets import TRAINED_PRESETS
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # safetensors' own error types for a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (a longwatch train export); a Hugging Face checkpoint "
+                              "loads from its folder")
+    preset = meta.get("preset", "")
+    if preset not in TRAINED_PRESETS:
+        raise CheckpointError(f"{path}: weights for preset {preset!r}, which this version cannot build "
+                              f"(it knows {', '.join(TRAINED_PRESETS)})")
+    return preset
+
+
 def full_state(tensors: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
     """The full-vocabulary state dict: the compact weights plus the embedding with zeros off the trained rows."""
     rows, ids = tensors[ROWS], tensors[IDS]

@@ -377,7 +377,8 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         zero_unused_row(model, vocab)
-        losses.append(float(loss))
+        last = loss.item()
+        losses.append(last)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             heldout = heldout_accuracy(model, held, vocab)
             scale.outs.clear()
@@ -385,7 +386,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
             history.append({"step": step + 1, "loss": float(np.mean(losses)), "heldout": heldout,
                             "wall_s": round(wall + time.monotonic() - t_mark, 1)})
             losses = []
-        bar.set_postfix(loss=f"{float(loss):.3f}", heldout=f"{acc:.2f}")
+        bar.set_postfix(loss=f"{last:.3f}", heldout=f"{acc:.2f}")
         stop = stop_after is not None and step + 1 - start >= stop_after
         if time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes or step + 1 == cfg.steps or stop:
             snapshot(step + 1)

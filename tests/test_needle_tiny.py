@@ -49,6 +49,27 @@ def test_loads_by_name_and_by_folder_with_the_same_weights(cache):
     assert not by_name.is_preset  # a real checkpoint: no random-weights warning
 
 
+def test_a_compact_file_loads_by_its_path_like_the_shipped_one(cache, tmp_path):
+    mine = tmp_path / "my-export.safetensors"
+    shutil.copyfile(shipped_file("needle-tiny"), mine)
+    by_path = load_model(ModelConfig(name=str(mine), device="cpu"))
+    by_name = load_model(ModelConfig(name="needle-tiny", device="cpu"))
+    a, b = by_path.model.state_dict(), by_name.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not by_path.is_preset
+    foreign = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(CheckpointError, match=f"{foreign}: not a longwatch-compact-1 file"):
+        load_model(ModelConfig(name=str(foreign), device="cpu"))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(mine.read_bytes()[:50_000])
+    before = sorted(p.name for p in cache.iterdir())
+    with pytest.raises(CheckpointError, match=str(cut)):
+        load_model(ModelConfig(name=str(cut), device="cpu"))
+    assert sorted(p.name for p in cache.iterdir()) == before  # nothing half-built
+
+
 def test_truncated_checkpoint_is_one_clear_error_and_leaves_nothing(tmp_path):
     bad = tmp_path / "needle-tiny.safetensors"
     bad.write_bytes(shipped_file("needle-tiny").read_bytes()[:100_000])
@@ -102,6 +123,21 @@ def heldout(heldout_bench) -> list:
 def _right(cache: Path, picked: list, policy: str) -> int:
     return sum(bool(score_question(q, _ask(video, format_prompt(q), q.ask_time_s, policy)).correct)
                for video, q in picked)
+
+
+def test_ask_picks_from_choices_and_refuses_bad_ones_by_name(cache, heldout, capsys):
+    video, q = heldout[1]  # LIME at its time: right both generated and picked (README, needle-tiny)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["ask", str(video), format_prompt(q), "--model", "needle-tiny", "--at", str(q.ask_time_s),
+                   "--frame-size", "128", "--json", *[a for c in q.choices for a in ("--choice", c)]])
+    assert rc == 0
+    got = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert got["answer"] == q.answer and [c["choice"] for c in got["choices"]] == list(q.choices)
+    assert max(got["choices"], key=lambda c: c["prob"])["choice"] == q.answer
+    capsys.readouterr()
+    assert main(["ask", str(video), "Which?", "--model", "needle-tiny", "--choice", "KIWI", "--choice", "KIWI"]) == 2
+    assert capsys.readouterr().err.strip() == "longwatch: error: --choice: 'KIWI' is listed twice"
 
 
 WHAT_AT_TARGET = 18

@@ -153,3 +153,22 @@ def test_a_fine_tune_starts_from_the_shipped_weights_exactly():
         theirs = full(**inputs).logits[0, batch.at][:, vocab.ids]
     assert (mine - theirs).abs().max().item() < 1e-3
     assert torch.equal(mine.argmax(-1), theirs.argmax(-1))
+
+
+def test_a_trained_export_loads_by_its_path(tmp_path, monkeypatch):
+    """The end of `longwatch train`: its compact file (exported, installed) is a model `--model PATH` loads, with the
+    trained weights (fp16, as shipped)."""
+    from longwatch.backbone.config import ModelConfig
+    from longwatch.backbone.loading import load_model
+    from longwatch.eval.train_report import finish
+
+    monkeypatch.setenv("LONGWATCH_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(steps=2, warmup=1, heldout_videos=1, eval_every=2, checkpoint_minutes=60, glimpse_steps=1)
+    record = train(cfg, tmp_path / "run", progress=False)
+    finish(record, tmp_path / "run", tmp_path / "results")
+    compact = tmp_path / "run" / "needle-tiny.safetensors"
+    assert record["compact_checkpoint"] == str(compact) and (tmp_path / "results" / "train_curve.png").is_file()
+    loaded = load_model(ModelConfig(name=str(compact), device="cpu", dtype="float32")).model.state_dict()
+    trained = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["model"]
+    key = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(loaded[key], trained[key].to(torch.float16).float())

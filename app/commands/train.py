@@ -64,4 +64,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     finish(record, out, Path(args.results) if args.results else out)
+    from longwatch.backbone.shipped import shipped_file, trained_file
+
+    compact = record["compact_checkpoint"]
+    note = "" if shipped_file(args.preset) == trained_file(args.preset) else \
+        f" (--model {args.preset} loads the one this package ships, not this one)"
+    print(f"trained weights: {compact}\nask with them: longwatch ask VIDEO QUESTION --model {compact}{note}")
     return 0
