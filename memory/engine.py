@@ -14,10 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from longwatch.backbone.choices import ChoiceResult, choice_ids, choice_table, score_choices
 from longwatch.backbone.inputs import Segment, apply_shift, rope_text, shift_cos_sin, vision_tokens
-from longwatch.backbone.model import Backbone, ChoiceResult, DecodeResult, QKCapture, Sampling, decode, prefill, \
-    score_choices
+from longwatch.backbone.model import Backbone, DecodeResult, QKCapture, Sampling, decode, prefill
 from longwatch.ingest.patches import TemporalPatch
+from longwatch.memory.answer import Answer, Evidence, YesNo  # noqa: F401 - re-exported: callers import them from here
 from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, placement, plan_device
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Exit, Policy, Selection, leaving_window
@@ -131,55 +132,6 @@ class Encoder:
             queries = torch.stack([rope_text(self.bb.rotary_emb, q, pos) for q in cap.queries])
             context = [cache.keys_view(i, 0, length) for i in range(cache.num_layers)]
             return self.policy.score_exit(keys, queries, context)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    block_id: int
-    t_start: float
-    t_end: float
-    reason: str
-    """'sink', 'memory' (compressed, on device), 'window', 'retrieved', 'time' or 'note' (streamchat's text memory:
-    its block_id is -1 - the note's id, `text` the note)."""
-    score: float | None = None
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class YesNo:
-    """A yes/no condition scored on the newest patches (Answerer.yes_no)."""
-
-    p_yes: float
-    """softmax over the logits of "Yes" and "No" as the answer's first token."""
-    logit_yes: float
-    logit_no: float
-    t: float
-    """Stream time it was scored at: the end of the newest patch in memory."""
-    evidence: Evidence
-    """The newest patch: the frame an alert would show."""
-
-
-@dataclass
-class Answer:
-    text: str
-    token_ids: list[int]
-    ttft_s: float
-    """Seconds from the question to its first answer token (retrieval + prefill + first sample)."""
-    prefill_s: float
-    decode_s: float
-    retrieval_s: float
-    evidence: list[Evidence]
-    memory: dict
-    stopped: bool
-    logits: list[torch.Tensor] = field(default_factory=list)
-    question_tokens: int = 0
-    context_tokens: int = 0
-    kept: dict[int, torch.Tensor | None] = field(default_factory=dict)
-    """Blocks in the answer's context: id -> [layers, k] original vision indices kept (None = whole block)."""
-    copied_bytes: int = 0
-    """Bytes of the private cache copy the answer was decoded on (0: decoded in place; see Answerer.ask)."""
-    choices: list[dict] | None = None
-    """An answer picked from given choices: per choice {"choice", "logprob", "prob"} (see Answerer.ask)."""
 
 
 class Answerer:
@@ -399,46 +351,6 @@ class _Prepared:
     kept: dict[int, torch.Tensor | None]
     question_tokens: int
     context_tokens: int
-
-
-MAX_CHOICES = 64
-"""Choices one question may list: each costs a short forward over the question's cache."""
-
-
-def check_choices(choices: Sequence[str]) -> list[str]:
-    """The choices stripped, or ValueError naming what is wrong: none given, more than MAX_CHOICES, an empty or
-    a repeated choice (what can be checked before a tokenizer is loaded)."""
-    if isinstance(choices, str) or not choices:
-        raise ValueError("choices: give a list of at least one answer to pick from")
-    if len(choices) > MAX_CHOICES:
-        raise ValueError(f"choices: {len(choices)} given, at most {MAX_CHOICES}")
-    out: list[str] = []
-    for c in choices:
-        text = str(c).strip()
-        if not text:
-            raise ValueError("choices: an empty choice")
-        if text in out:
-            raise ValueError(f"choices: {text!r} is listed twice")
-        out.append(text)
-    return out
-
-
-def choice_ids(layout, choices: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """Token ids of each choice (stripped), or ValueError naming the bad one (check_choices, or one longer than
-    `max_tokens`)."""
-    out = []
-    for text in check_choices(choices):
-        ids = layout.encode_text(text)
-        if len(ids) > max_tokens:
-            raise ValueError(f"choices: {text[:40]!r} is {len(ids)} tokens; at most {max_tokens}")
-        out.append(ids)
-    return out
-
-
-def choice_table(choices: Sequence[str], res: ChoiceResult) -> list[dict]:
-    """Answer.choices: each choice with its log-probability and its share of the choices' probability."""
-    return [{"choice": c.strip(), "logprob": round(lp, 4), "prob": round(p, 4)}
-            for c, lp, p in zip(choices, res.logprobs, res.probs)]
 
 
 def reach(store: BlockStore, end: int, brought: Sequence[int] = ()) -> int:

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from longwatch.backbone.model import decode, prefill, score_choices
+from longwatch.backbone.choices import choice_ids, choice_table, score_choices
+from longwatch.backbone.model import decode, prefill
 from longwatch.memory.block import Block
 from longwatch.memory.blockfiles import append_record, read_records, replace_records
 from longwatch.memory.captions import NoteTaker
-from longwatch.memory.engine import Answer, Evidence, choice_ids, choice_table
+from longwatch.memory.engine import Answer, Evidence
 from longwatch.memory.retrieval import parse_time_ranges, spread
 from longwatch.memory.textmem import Picked
 

@@ -10,7 +10,7 @@ import torch
 from longwatch.backbone.model import Sampling, prefill
 from longwatch.ingest.patches import TemporalPatch
 from longwatch.memory.config import MemoryConfig
-from longwatch.memory.engine import MAX_CHOICES
+from longwatch.backbone.choices import MAX_CHOICES
 from longwatch.memory.stream import MemoryStream
 
 SIZE = (64, 96)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise UserError("QUESTION is empty")
     if args.choices is not None:
-        from longwatch.memory.engine import check_choices
+        from longwatch.backbone.choices import check_choices
 
         try:
             check_choices(args.choices)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             memory.check_question(args.question)
             if args.choices is not None:
-                from longwatch.memory.engine import choice_ids
+                from longwatch.backbone.choices import choice_ids
 
                 choice_ids(bb.layout, args.choices, cfg.memory.answer_tokens // 2)
         except ValueError as e:

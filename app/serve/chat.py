@@ -26,7 +26,8 @@ from longwatch.app.serve.specs import policy_of, video_spec
 from longwatch.app.serve.textflow import Piece, TextFlow
 from longwatch.app.streaming import answer_dict
 from longwatch.backbone.model import Sampling
-from longwatch.memory.engine import Answer, check_choices
+from longwatch.backbone.choices import check_choices
+from longwatch.memory.engine import Answer
 
 MAX_STOPS = 4
 """As OpenAI: at most four stop strings."""
