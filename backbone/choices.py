@@ -75,32 +75,33 @@ MAX_CHOICES = 64
 """Choices one question may list: each costs a short forward over the question's cache."""
 
 
-def check_choices(choices: Sequence[str]) -> list[str]:
+def check_choices(choices: Sequence[str], field: str = "choices") -> list[str]:
     """The choices stripped, or ValueError naming what is wrong: none given, more than MAX_CHOICES, an empty or
-    a repeated choice (what can be checked before a tokenizer is loaded)."""
+    a repeated choice (what can be checked before a tokenizer is loaded). Messages start with `field`, the name
+    the caller's user knows (--choice, structured_outputs.choice)."""
     if isinstance(choices, str) or not choices:
-        raise ValueError("choices: give a list of at least one answer to pick from")
+        raise ValueError(f"{field}: give a list of at least one answer to pick from")
     if len(choices) > MAX_CHOICES:
-        raise ValueError(f"choices: {len(choices)} given, at most {MAX_CHOICES}")
+        raise ValueError(f"{field}: {len(choices)} given, at most {MAX_CHOICES}")
     out: list[str] = []
     for c in choices:
         text = str(c).strip()
         if not text:
-            raise ValueError("choices: an empty choice")
+            raise ValueError(f"{field}: an empty choice")
         if text in out:
-            raise ValueError(f"choices: {text!r} is listed twice")
+            raise ValueError(f"{field}: {text!r} is listed twice")
         out.append(text)
     return out
 
 
-def choice_ids(layout, choices: Sequence[str], max_tokens: int) -> list[list[int]]:
+def choice_ids(layout, choices: Sequence[str], max_tokens: int, field: str = "choices") -> list[list[int]]:
     """Token ids of each choice (stripped), or ValueError naming the bad one (check_choices, or one longer than
     `max_tokens`)."""
     out = []
-    for text in check_choices(choices):
+    for text in check_choices(choices, field):
         ids = layout.encode_text(text)
         if len(ids) > max_tokens:
-            raise ValueError(f"choices: {text[:40]!r} is {len(ids)} tokens; at most {max_tokens}")
+            raise ValueError(f"{field}: {text[:40]!r} is {len(ids)} tokens; at most {max_tokens}")
         out.append(ids)
     return out
 

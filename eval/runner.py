@@ -155,6 +155,8 @@ class Runner:
     def run(self, benches: list[Bench], videos_dir: str | Path | None, opts: RunOptions) -> RunResult:
         from longwatch.eval.progress import bar
 
+        if opts.choices not in CHOICE_MODES:
+            raise ConfigError(f"choices: {opts.choices!r} is not one of {', '.join(CHOICE_MODES)}")
         result = RunResult(benches=[b.summary() for b in benches])
         plan = self._plan(benches, videos_dir, opts)
         n_q = sum(len(v.questions) for _, v, _ in plan)
@@ -164,8 +166,6 @@ class Runner:
             for mem_cfg in configs.values():
                 for _, _, path in plan:
                     self.preflight(mem_cfg, path)
-        if opts.choices not in CHOICE_MODES:
-            raise ConfigError(f"choices: {opts.choices!r} is not one of {', '.join(CHOICE_MODES)}")
         for run, (policy, budget) in enumerate(combos, 1):
             mem_cfg = configs[(policy, budget)]
             label = policy if budget == Budget() else f"{policy}@{budget.label}"

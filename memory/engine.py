@@ -155,7 +155,7 @@ class Answerer:
         """Answer `question` from memory; the stream is unchanged afterwards (question and answer are transient).
 
         `choices`: the answer is one of them, picked by the model's probability of answering each whole
-        (backbone.model.score_choices; one short forward per choice, in place of decoding; `on_text` gets the
+        (backbone.choices.score_choices; one short forward per choice, in place of decoding; `on_text` gets the
         pick at once).
 
         `now` (seconds) anchors "5 minutes ago"; default: the newest ingested time. `until` hides

@@ -201,6 +201,7 @@ class FrameRAG(NoteTaker):
     def ask(self, question: str, now: float | None, until: float | None, **kw: Any) -> Answer:
         store, bb, cfg = self.answerer.store, self.bb, self.cfg
         self.answerer.check(question, until)
+        picks = None if kw.get("choices") is None else choice_ids(bb.layout, kw["choices"], cfg.answer_tokens // 2)
         t0 = time.perf_counter()
         with store.lock:
             t_last, size = store.state.t_last, store.state.size
@@ -221,8 +222,9 @@ class FrameRAG(NoteTaker):
         t_pre = time.perf_counter() - t0 - t_ret
         samp = kw.get("sampling") or bb.sampling
         evidence = [Evidence(f.entry.block_id, f.entry.t_start, f.entry.t_end, f.reason, f.score) for f in chosen]
-        if kw.get("choices") is not None:
-            return self._pick(list(kw["choices"]), cache, r, samp, evidence, kw.get("on_text"), t_ret, t_pre, len(qseg))
+        if picks is not None:
+            return self._pick(list(kw["choices"]), picks, cache, r, samp, evidence, kw.get("on_text"), t_ret, t_pre,
+                              len(qseg))
         samp = dataclasses.replace(samp, max_new_tokens=min(samp.max_new_tokens, cfg.answer_tokens - len(qseg)))
         out = decode(bb.model, cache, r.logits[-1], r.next_position, bb.tokenizer, bb.layout.stop_ids, samp,
                      kw.get("on_text"), kw.get("keep_logits", False), kw.get("should_stop"), None, bb.lock)
@@ -230,11 +232,10 @@ class FrameRAG(NoteTaker):
                       decode_s=out.decode_s, retrieval_s=t_ret, evidence=evidence, memory={}, stopped=out.stopped,
                       logits=out.logits, question_tokens=len(qseg), context_tokens=cache.length - len(qseg))
 
-    def _pick(self, choices: list[str], cache: Any, r: Any, samp: Any, evidence: list[Evidence],
+    def _pick(self, choices: list[str], picks: list[list[int]], cache: Any, r: Any, samp: Any, evidence: list[Evidence],
               on_text: Any, t_ret: float, t_pre: float, q_tokens: int) -> Answer:
-        """One of `choices` over the retrieved frames' cache (see Answerer.ask's `choices`)."""
+        """One of `choices` (token ids `picks`) over the retrieved frames' cache (see Answerer.ask's `choices`)."""
         bb = self.bb
-        picks = choice_ids(bb.layout, choices, self.cfg.answer_tokens // 2)
         res = score_choices(bb.model, cache, r.logits[-1], r.next_position, picks, bb.layout.im_end, samp, None, bb.lock)
         text = choices[res.index].strip()
         if on_text is not None:

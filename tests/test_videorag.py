@@ -157,4 +157,6 @@ def test_a_videorag_choice_is_scored_over_the_frames_it_picked(tiny, tmp_path):
     ans = ms.ask(q, sampling=Sampling(temperature=0.0, max_new_tokens=3), choices=choices)
     assert ans.text in choices and [c["choice"] for c in ans.choices] == choices
     assert [e.block_id for e in ans.evidence] == [e.block_id for e in free.evidence]  # the same frames picked
+    with pytest.raises(ValueError, match="choices: 'KIWI' is listed twice"):
+        ms.ask(q, choices=["KIWI", "KIWI"])
     ms.close()

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
         from longwatch.backbone.choices import check_choices
 
         try:
-            check_choices(args.choices)
+            check_choices(args.choices, "--choice")
         except ValueError as e:
-            raise UserError(f"--choice: {str(e).removeprefix('choices: ')}") from None
+            raise UserError(str(e)) from None
 
     from longwatch.app.streaming import answer_dict, open_memory, stream_into
     from longwatch.backbone.model import Backbone
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
             if args.choices is not None:
                 from longwatch.backbone.choices import choice_ids
 
-                choice_ids(bb.layout, args.choices, cfg.memory.answer_tokens // 2)
+                choice_ids(bb.layout, args.choices, cfg.memory.answer_tokens // 2, "--choice")
         except ValueError as e:
-            raise UserError(str(e).replace("choices: ", "--choice: ", 1)) from None
+            raise UserError(str(e)) from None
         if args.json:
             ans = memory.ask(args.question, choices=args.choices)
             print(json.dumps(answer_dict(ans, ingest)))

@@ -102,9 +102,9 @@ def _choices(req: ChatRequest) -> list[str] | None:
                        "guided_choice")
     field, value = given[0]
     try:
-        return check_choices(value)
+        return check_choices(value, field)
     except ValueError as e:
-        raise APIError(400, f"{field}: {str(e).removeprefix('choices: ')}", "invalid_request", field) from None
+        raise APIError(400, str(e), "invalid_request", field) from None
 
 
 class ChatService:
