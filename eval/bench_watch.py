@@ -115,6 +115,43 @@ def run_case(bb, plan, condition: str, appears: float | None, window: int, thres
             "scores": scores}
 
 
+SHOWN = ("the shape asked", "its colour, another shape", "its shape, another colour", "another shape",
+         "nothing, just after a shape", "nothing")
+
+
+def what_is_shown(plan, condition: str) -> list[str]:
+    """Per patch: what its frames show relative to the condition's colour and shape (one of SHOWN)."""
+    from longwatch.eval.train_data import caption, patch_frame_times, shapes_in
+
+    color, shape = condition.removeprefix("Is a ").removesuffix(" on screen?").split()
+    out, before = [], False
+    for pair in patch_frame_times(plan):
+        now = shapes_in(caption(plan, pair))
+        if (color, shape) in now:
+            out.append(SHOWN[0])
+        elif any(c == color for c, _ in now):
+            out.append(SHOWN[1])
+        elif any(sh == shape for _, sh in now):
+            out.append(SHOWN[2])
+        else:
+            out.append(SHOWN[3] if now else SHOWN[4] if before else SHOWN[5])
+        before = bool(now)
+    return out
+
+
+def p_yes_by_shown(rows: list[dict], plans: list) -> dict[str, dict[str, float]]:
+    """Mean P(Yes) and the share of checks at or over 0.5, by what the newest patch shows: a model that
+    reads colour but not shape scores its colour with another shape like the shape asked."""
+    import numpy as np
+
+    seen: dict[str, list[float]] = {k: [] for k in SHOWN}
+    for r, plan in zip(rows, plans):
+        for label, (_, p) in zip(what_is_shown(plan, r["condition"]), r["scores"]):
+            seen[label].append(p)
+    return {k: {"checks": len(v), "mean_p_yes": round(float(np.mean(v)), 3), "share_over_0.5":
+                round(float(np.mean(np.array(v) >= 0.5)), 3)} for k, v in seen.items() if v}
+
+
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone
     from longwatch.eval.environment import results_dir, save_result
@@ -127,8 +164,8 @@ def main(args: argparse.Namespace) -> int:
     out = results_dir(args.out)
     bb = Backbone.load(cfg.model.greedy())  # greedy whatever the checkpoint's defaults
     t0 = time.perf_counter()
-    rows = [run_case(bb, plan, cond, t, args.window, args.threshold, args.within_s)
-            for plan, cond, t in cases(args.videos, args.bench_seed)]
+    todo = cases(args.videos, args.bench_seed)
+    rows = [run_case(bb, plan, cond, t, args.window, args.threshold, args.within_s) for plan, cond, t in todo]
     wall = time.perf_counter() - t0
     with_it = [r for r in rows if r["appears"] is not None]
     without = [r for r in rows if r["appears"] is None]
@@ -143,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
               "latency_s_max": lat[-1] if lat else None, "checks": sum(r["checks"] for r in rows),
               "wall_s": wall, "within_s": args.within_s, "threshold": args.threshold, "window": args.window,
               "targets": {"hits": f">= {TARGET_HITS:.0%} of videos with", "false_alarms": TARGET_FALSE},
-              "rows": rows}
+              "p_yes_by_newest_patch": p_yes_by_shown(rows, [plan for plan, _, _ in todo]), "rows": rows}
     met = hits >= TARGET_HITS * len(with_it) and false <= TARGET_FALSE
     result["met"] = met
     tag = Path(cfg.model.name).name or cfg.model.name  # a checkpoint folder: its name, not its path
@@ -155,4 +192,6 @@ def main(args: argparse.Namespace) -> int:
               f"(median {result['latency_s_median']} s), {result['misses']} missed, {result['late']} late; "
               f"{quiet_videos_fired}/{len(without)} videos without it fired; {false} false alarms in all; "
               f"{wall:.0f} s; {'targets met' if met else 'targets missed'}; saved {path}")
+        print("mean P(Yes) by what the newest patch shows: " + "; ".join(
+            f"{k} {v['mean_p_yes']:.2f} (n={v['checks']})" for k, v in result["p_yes_by_newest_patch"].items()))
     return 0 if met else 1

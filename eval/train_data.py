@@ -242,3 +242,75 @@ def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "t
         if k is not None and s.word in ex.captions[k]:
             ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", s.word or "", w, "clip_word"))
     return ex
+
+
+def shapes_in(cap: str) -> list[tuple[str, str]]:
+    """(colour, shape) of every coloured shape a caption names."""
+    return [(c, sh) for c in COLORS for sh in SHAPES if f"a {c} {sh}," in cap]
+
+
+def watch_example(seed: int, step: int, rng: np.random.Generator, split: str = "train") -> Example:
+    """A few consecutive patches (3 to 10) of a training video and, after every patch, yes/no questions about
+    what is on screen in that newest patch: each shape shown in it (Yes), near misses of it (its colour with
+    another shape, its shape in another colour), shapes shown earlier in the clip but gone now, other shapes
+    and signs (No). What a watch asks after each patch of a live stream; the shipped model said Yes to any
+    shape on screen, and kept saying it for patches after the shape had gone."""
+    full = build_example("tiny", seed, 3_000_000 + step, split, rng, extra=False)
+    n = len(full.times)
+    w = int(rng.integers(3, min(10, n) + 1))
+    a = int(rng.integers(0, n - w + 1))
+    ex = Example(full.plan, full.frames[a:a + w], full.times[a:a + w], full.captions[a:a + w])
+    ask = lambda what, yes, k: ex.queries.append(Query(  # noqa: E731
+        f"Is {what} on screen?\nAnswer only Yes or No.", "Yes" if yes else "No", k + 1, "watch_yesno"))
+    for k, cap in enumerate(ex.captions):
+        now = shapes_in(cap)
+        before = {s for c in ex.captions[:k] for s in shapes_in(c)} - set(now)
+        for c, sh in now:
+            ask(f"a {c} {sh}", True, k)
+            near = str(rng.choice([x for x in SHAPES if x != sh]))
+            ask(f"a {c} {near}", (c, near) in now, k)
+            other = str(rng.choice([x for x in COLORS if x != c]))
+            ask(f"a {other} {sh}", (other, sh) in now, k)
+        for c, sh in sorted(before)[:2]:
+            ask(f"a {c} {sh}", False, k)
+        c, sh = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))
+        ask(f"a {c} {sh}", (c, sh) in now, k)
+        words = [x.word for x in ex.plan.needles if x.kind == "sign" and f"says {x.word}" in cap]
+        for word in words:
+            ask(f"there a sign that says {word}", True, k)
+        if words or rng.random() < 0.3:
+            word = str(rng.choice(WORDS))
+            ask(f"there a sign that says {word}", word in words, k)
+    return ex
+
+
+def shape_glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int = 16,
+                          split: str = "train") -> Example:
+    """`k` single patches of `k` training videos, each showing a coloured shape and seen alone (as in
+    `glimpse_example`), asked for its caption and whether it shows that shape (Yes), each other shape in
+    its colour and its shape in another colour (No). The shipped model read a shape's colour at 1.00 and its
+    shape at 0.55 (teacher-forced, chance 0.33), so a watch for a red circle fired on a red square."""
+    frames, times, captions = [], [], []
+    j = 0
+    while len(frames) < k:
+        plan = plan_video(PRESETS["tiny"], seed, 4_000_000 + step * 4 * k + j, name=f"{split}{seed}", split=split)
+        j += 1
+        pairs = patch_frame_times(plan)
+        caps = [caption(plan, p) for p in pairs]
+        shown = [i for i, c in enumerate(caps) if len(shapes_in(c)) == 1 and " and " not in c]
+        if not shown:
+            continue
+        i = int(rng.choice(shown))
+        bg = _background(plan)
+        frames.append(np.stack([render_frame(plan, t, bg) for t in pairs[i]]))
+        times.append((pairs[i][0], (pairs[i][0] + pairs[i][1]) / 2))
+        captions.append(caps[i])
+    ex = Example(plan, np.stack(frames), times, captions, isolated=True)
+    for j, cap in enumerate(captions):
+        (c, sh), = shapes_in(cap)
+        ex.queries.append(Query("What is on screen now?", cap, j + 1, "glimpse_caption", first=j))
+        asks = [(c, sh)] + [(c, x) for x in SHAPES if x != sh] + [(str(rng.choice([x for x in COLORS if x != c])), sh)]
+        for cc, ss in asks:
+            ex.queries.append(Query(f"Is a {cc} {ss} on screen?\nAnswer only Yes or No.",
+                                    "Yes" if (cc, ss) == (c, sh) else "No", j + 1, "shape_yesno", first=j))
+    return ex

@@ -12,9 +12,10 @@ import torch
 from longwatch.backbone.inputs import PromptLayout
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 from longwatch.eval.needlestream import PRESETS, plan_video
-from longwatch.eval.train import FULL_VOCAB, TrainConfig, Vocab, build_model, collect_vocab, encode, \
-    reduced_logits, train, training_example
-from longwatch.eval.train_data import build_example, clip_example, glimpse_example, sample_times
+from longwatch.eval.train import FULL_VOCAB, ShapeHead, TrainConfig, Vocab, build_model, collect_vocab, encode, \
+    reduced_logits, shape_labels, train, training_example
+from longwatch.eval.train_data import build_example, caption, clip_example, glimpse_example, patch_frame_times, \
+    sample_times, shape_glimpse_example, watch_example
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,20 @@ def test_training_resumes_from_its_checkpoint_exactly(tmp_path):
     assert longer["steps"] == 5 and any("extended from 4 to 6 steps at step 4" in n for n in longer["notes"])
 
 
+def test_a_run_with_the_shape_read_out_and_watch_steps_resumes_exactly(tmp_path):
+    """The read-out head and its optimizer state are checkpointed with the model (a resumed run equals an
+    uninterrupted one), and the watch steps and their held-out kinds are in it."""
+    cfg = TrainConfig(steps=2, warmup=1, heldout_videos=1, eval_every=2, checkpoint_minutes=60, glimpses=4,
+                      glimpse_steps=0, glimpse_share=0.0, clip_share=0.0, watch_share=1.0, shape_aux=1.0)
+    whole = train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, stop_after=1)
+    train(cfg, tmp_path / "b", progress=False)
+    a, b = (torch.load(tmp_path / d / "state.pt", weights_only=False) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["aux"][k], b["aux"][k]) for k in a["aux"])
+    assert {"watch_yesno", "shape_yesno"} <= set(whole["history"][-1]["heldout"])
+
+
 def test_vocab_maps_unknown_tokens_to_the_zero_row():
     v = Vocab([5, 3, 9])
     assert v.rows(torch.tensor([3, 5, 9, 7])).tolist() == [0, 1, 2, 3]
@@ -127,6 +142,52 @@ def test_curriculum_glimpses_first_then_clips_and_whole_videos():
     assert 3 <= len(starts) <= 10 and all(b - a == 1.0 for a, b in zip(starts, starts[1:]))
     with pytest.raises(ValueError, match="clip_share"):
         TrainConfig(glimpse_share=0.6, clip_share=0.6)
+
+
+def test_watch_questions_are_about_the_newest_patch_only():
+    """Watch clips: after each patch, Yes exactly for what that patch shows (from the plan's needles, not the
+    caption text the questions were built from), No for near misses and for shapes shown earlier and gone."""
+    rng = np.random.default_rng(5)
+    gone = 0
+    for step in range(30):
+        ex = watch_example(0, step, rng)
+        pairs = [p for p in patch_frame_times(ex.plan) if any(p[0] == t0 for t0, _ in ex.times)]
+        assert len(pairs) == len(ex.times) and 3 <= len(ex.times) <= 10
+        for q in ex.queries:
+            assert q.kind == "watch_yesno" and 1 <= q.cut <= len(ex.times) and q.answer in ("Yes", "No")
+            what = q.prompt.split("\n")[0].removeprefix("Is ").removesuffix(" on screen?").removeprefix("there ")
+            newest = caption(ex.plan, pairs[q.cut - 1])
+            assert (q.answer == "Yes") == (f"{what}," in newest or newest.endswith(what) or f"{what} and" in newest)
+            earlier = " ".join(caption(ex.plan, p) for p in pairs[:q.cut - 1])
+            gone += q.answer == "No" and f"{what}," in earlier
+    assert gone > 0  # the "shown before, gone now" negatives are there
+    assert TrainConfig().watch_share == 0  # the default curriculum is the one the shipped checkpoint had
+    with pytest.raises(ValueError, match="watch_share"):
+        TrainConfig(glimpse_share=0.5, clip_share=0.3, watch_share=0.3)
+    with pytest.raises(ValueError, match="shape_aux"):
+        TrainConfig(shape_aux=-1)
+
+
+def test_the_shape_read_out_trains_the_vision_tower_on_shape_patches_only(setup):
+    """The auxiliary shape loss sees only patches with one coloured shape, labelled from the plan, and its
+    gradient reaches the vision tower (not the language model)."""
+    tok, layout, vocab = setup
+    ex = shape_glimpse_example(0, 0, np.random.default_rng(3), k=4)
+    labels = shape_labels(ex)
+    assert labels == [["circle", "square", "triangle"].index(q.answer.split(",")[0].split()[-1])
+                      for q in ex.queries if q.kind == "glimpse_caption"]
+    video = build_example("tiny", 0, 2, "train", np.random.default_rng(0))
+    assert {lab is None for lab in shape_labels(video)} == {True, False}
+    model = build_model(TrainConfig(), vocab, tok)
+    aux = ShapeHead(model, 1.0)
+    b = encode(ex, layout, vocab)
+    model.model(**b.inputs)
+    loss = aux.loss(labels)
+    assert loss.item() > 0
+    loss.backward()
+    assert model.model.visual.merger.linear_fc2.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.model.language_model.parameters())
+    assert ShapeHead(model, 0.0).loss(labels).item() == 0
 
 
 def test_a_fine_tune_starts_from_the_shipped_weights_exactly():

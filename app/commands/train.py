@@ -26,6 +26,12 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--glimpse-steps", type=int, default=None, help="steps of glimpses only before the mix")
     p.add_argument("--glimpse-share", type=float, default=None, help="share of glimpse steps after them")
     p.add_argument("--clip-share", type=float, default=None, help="share of clip steps after them")
+    p.add_argument("--vision-lr-mult", type=float, default=None,
+                   help="the vision tower's learning rate as a multiple of --lr (default 1)")
+    p.add_argument("--shape-aux", type=float, default=None,
+                   help="weight of the training-only shape read-out loss on the vision tower (default 0)")
+    p.add_argument("--watch-share", type=float, default=None,
+                   help="share of watch steps (yes/no about the newest patch, after every patch of a clip)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="checkpoint folder (default runs/train/PRESET-seedN); an existing one is resumed")
     p.add_argument("--results", default=None, metavar="DIR",
@@ -43,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--preset {args.preset}: only needle-tiny can be trained")
     opts = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("warmup", args.warmup),
                               ("glimpse_steps", args.glimpse_steps), ("glimpse_share", args.glimpse_share),
-                              ("clip_share", args.clip_share)) if v is not None}
+                              ("clip_share", args.clip_share), ("watch_share", args.watch_share),
+                              ("vision_lr_mult", args.vision_lr_mult),
+                              ("shape_aux", args.shape_aux))
+            if v is not None}
     if args.init:
         if not Path(args.init).is_file():
             raise UserError(f"--init {args.init}: no such file")
