@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from longwatch.backbone.inputs import TEXT, PromptLayout, mrope_positions, preprocess_patch
 from longwatch.eval.train_data import (Example, Query, build_example, clip_example, glimpse_example,
-                                      shape_glimpse_example, shapes_in, watch_example)
+                                      shape_glimpse_example, single_shape, watch_example)
 from longwatch.eval.needlestream import SHAPES
 
 FULL_VOCAB = 151936
@@ -256,11 +256,8 @@ class ShapeHead(torch.nn.Module):
 
 def shape_labels(ex: Example) -> list[int | None]:
     """Per patch: the index in SHAPES of its one coloured shape, None for any other patch."""
-    out: list[int | None] = []
-    for cap in ex.captions:
-        shown = shapes_in(cap)
-        out.append(SHAPES.index(shown[0][1]) if len(shown) == 1 and " and " not in cap else None)
-    return out
+    shown = [single_shape(cap) for cap in ex.captions]
+    return [SHAPES.index(one[1]) if one else None for one in shown]
 
 
 def build_model(cfg: TrainConfig, vocab: Vocab, tokenizer: Any) -> torch.nn.Module:

@@ -20,6 +20,7 @@ from longwatch.eval.formats.rekv import load_rekv
 from longwatch.eval.needlestream import (CELLS, COLORS, NO_SIGN, PRESETS, SHAPES, WORDS, Needle, VideoPlan,
                                          annotation, plan_video)
 from longwatch.eval.needlestream_render import _background, render_frame
+from longwatch.memory.answer import YES_NO
 
 SAMPLE_FPS = 2.0
 """The checkpoint is trained, evaluated and demonstrated at the ingest default of 2 frames per second."""
@@ -166,6 +167,17 @@ def _extra_queries(ex: Example, rng: np.random.Generator, cut_at) -> None:
         ex.queries.append(Query(caption_prompt(notes, q.prompt), q.answer, 0, "text_" + q.kind, notes))
 
 
+def shapes_in(cap: str) -> list[tuple[str, str]]:
+    """(colour, shape) of every coloured shape a caption names."""
+    return [(c, sh) for c in COLORS for sh in SHAPES if f"a {c} {sh}," in cap]
+
+
+def single_shape(cap: str) -> tuple[str, str] | None:
+    """(colour, shape) of a patch showing one coloured shape and nothing else, else None."""
+    shown = shapes_in(cap)
+    return shown[0] if len(shown) == 1 and " and " not in cap else None
+
+
 def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
     cap = ex.captions[k]
     if rng.random() < 0.5 and cap != NOTHING and ("sign" in cap or "," in cap):
@@ -173,7 +185,7 @@ def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
         what = part.split(",")[0][2:] if "," in part else part[2:]
         q, a = (f"Is a {what} on screen?" if "sign" not in part else f"Is there {part} on screen?"), "Yes"
     else:
-        shown = [(c, sh) for c in COLORS for sh in SHAPES if f"a {c} {sh}," in cap]
+        shown = shapes_in(cap)
         if shown and rng.random() < 0.6:
             # a near miss of what is on screen: its colour with another shape, or its shape in another colour
             # (without these, "Is a red square on screen?" was answered Yes whenever anything red was shown)
@@ -191,7 +203,7 @@ def _yesno(ex: Example, k: int, rng: np.random.Generator) -> Query:
             what = f"a sign that says {rng.choice(WORDS)}"
             q = f"Is there {what} on screen?"
         a = "Yes" if what in cap else "No"
-    return Query(q + "\nAnswer only Yes or No.", a, k + 1, "yesno_now")
+    return Query(q + YES_NO, a, k + 1, "yesno_now")
 
 
 def glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int = 16, split: str = "train") -> Example:
@@ -220,17 +232,22 @@ def glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int = 16,
     return ex
 
 
+def _window(full: Example, rng: np.random.Generator) -> Example:
+    """3 to 10 consecutive patches of `full`, with their real times and captions and no queries."""
+    n = len(full.times)
+    w = int(rng.integers(3, min(10, n) + 1))
+    a = int(rng.integers(0, n - w + 1))
+    return Example(full.plan, full.frames[a:a + w], full.times[a:a + w], full.captions[a:a + w])
+
+
 def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "train") -> Example:
     """A few consecutive patches (3 to 10) of a training video with their real times, and for each patch a
     question about what was on screen at a time inside it (seconds or mm:ss), a "now" caption and the sign
     words by clock time: the second phase of training, where the model learns to find a patch by its
     timestamp while the context is still short."""
     preset = "tiny-single" if rng.random() < 0.2 else "tiny"
-    full = build_example(preset, seed, 2_000_000 + step, split, rng, extra=False)
-    n = len(full.times)
-    w = int(rng.integers(3, min(10, n) + 1))
-    a = int(rng.integers(0, n - w + 1))
-    ex = Example(full.plan, full.frames[a:a + w], full.times[a:a + w], full.captions[a:a + w])
+    ex = _window(build_example(preset, seed, 2_000_000 + step, split, rng, extra=False), rng)
+    w = len(ex.times)
     for k in range(w):
         t = ex.times[k][0] + float(rng.uniform(0.0, 0.99))
         when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
@@ -244,9 +261,6 @@ def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "t
     return ex
 
 
-def shapes_in(cap: str) -> list[tuple[str, str]]:
-    """(colour, shape) of every coloured shape a caption names."""
-    return [(c, sh) for c in COLORS for sh in SHAPES if f"a {c} {sh}," in cap]
 
 
 def watch_example(seed: int, step: int, rng: np.random.Generator, split: str = "train") -> Example:
@@ -255,13 +269,9 @@ def watch_example(seed: int, step: int, rng: np.random.Generator, split: str = "
     another shape, its shape in another colour), shapes shown earlier in the clip but gone now, other shapes
     and signs (No). What a watch asks after each patch of a live stream; the shipped model said Yes to any
     shape on screen, and kept saying it for patches after the shape had gone."""
-    full = build_example("tiny", seed, 3_000_000 + step, split, rng, extra=False)
-    n = len(full.times)
-    w = int(rng.integers(3, min(10, n) + 1))
-    a = int(rng.integers(0, n - w + 1))
-    ex = Example(full.plan, full.frames[a:a + w], full.times[a:a + w], full.captions[a:a + w])
+    ex = _window(build_example("tiny", seed, 3_000_000 + step, split, rng, extra=False), rng)
     ask = lambda what, yes, k: ex.queries.append(Query(  # noqa: E731
-        f"Is {what} on screen?\nAnswer only Yes or No.", "Yes" if yes else "No", k + 1, "watch_yesno"))
+        f"Is {what} on screen?{YES_NO}", "Yes" if yes else "No", k + 1, "watch_yesno"))
     for k, cap in enumerate(ex.captions):
         now = shapes_in(cap)
         before = {s for c in ex.captions[:k] for s in shapes_in(c)} - set(now)
@@ -297,7 +307,7 @@ def shape_glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int
         j += 1
         pairs = patch_frame_times(plan)
         caps = [caption(plan, p) for p in pairs]
-        shown = [i for i, c in enumerate(caps) if len(shapes_in(c)) == 1 and " and " not in c]
+        shown = [i for i, c in enumerate(caps) if single_shape(c)]
         if not shown:
             continue
         i = int(rng.choice(shown))
@@ -307,10 +317,10 @@ def shape_glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int
         captions.append(caps[i])
     ex = Example(plan, np.stack(frames), times, captions, isolated=True)
     for j, cap in enumerate(captions):
-        (c, sh), = shapes_in(cap)
+        c, sh = single_shape(cap)
         ex.queries.append(Query("What is on screen now?", cap, j + 1, "glimpse_caption", first=j))
         asks = [(c, sh)] + [(c, x) for x in SHAPES if x != sh] + [(str(rng.choice([x for x in COLORS if x != c])), sh)]
         for cc, ss in asks:
-            ex.queries.append(Query(f"Is a {cc} {ss} on screen?\nAnswer only Yes or No.",
+            ex.queries.append(Query(f"Is a {cc} {ss} on screen?{YES_NO}",
                                     "Yes" if (cc, ss) == (c, sh) else "No", j + 1, "shape_yesno", first=j))
     return ex

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+YES_NO = "\nAnswer only Yes or No."
+"""Appended to a yes/no question (a watch's condition, every training yes/no query): trained with it."""
+
 
 @dataclass(frozen=True)
 class Evidence:

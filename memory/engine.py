@@ -18,7 +18,7 @@ from longwatch.backbone.choices import ChoiceResult, choice_ids, choice_table, s
 from longwatch.backbone.inputs import Segment, apply_shift, rope_text, shift_cos_sin, vision_tokens
 from longwatch.backbone.model import Backbone, DecodeResult, QKCapture, Sampling, decode, prefill
 from longwatch.ingest.patches import TemporalPatch
-from longwatch.memory.answer import Answer, Evidence, YesNo  # noqa: F401 - re-exported: callers import them from here
+from longwatch.memory.answer import YES_NO, Answer, Evidence, YesNo  # noqa: F401 - re-exported: callers import them from here
 from longwatch.memory.block import DISK, HOST, MEMORY, Block, IndexCost, placement, plan_device
 from longwatch.memory.config import MemoryConfig
 from longwatch.memory.policies import Exit, Policy, Selection, leaving_window
@@ -229,7 +229,7 @@ class Answerer:
         if not text:
             raise ValueError("empty condition")
         if "yes or no" not in text.lower():
-            text += "\nAnswer only Yes or No."
+            text += YES_NO
         layout, store = self.bb.layout, self.store
         yes, no = layout.encode_text("Yes")[0], layout.encode_text("No")[0]
         with store.lock, self.bb.lock:
