@@ -9,6 +9,7 @@ never see each other (a block mask in `eval/train.py`), so one forward teaches a
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -281,6 +282,11 @@ def watch_example(seed: int, step: int, rng: np.random.Generator, split: str = "
             ask(f"a {c} {near}", (c, near) in now, k)
             other = str(rng.choice([x for x in COLORS if x != c]))
             ask(f"a {other} {sh}", (other, sh) in now, k)
+        # two shapes in one patch (a sequence changing between its two frames): each colour with the other's
+        # shape is not on screen; the fine-tuned model fired on "blue triangle" for a red triangle then a blue circle
+        for (c, sh), (c2, sh2) in itertools.permutations(now, 2):
+            if (c, sh2) not in now:
+                ask(f"a {c} {sh2}", False, k)
         for c, sh in sorted(before)[:2]:
             ask(f"a {c} {sh}", False, k)
         c, sh = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from longwatch.eval.needlestream import PRESETS, plan_video
 from longwatch.eval.train import FULL_VOCAB, ShapeHead, TrainConfig, Vocab, build_model, collect_vocab, encode, \
     reduced_logits, shape_labels, train, training_example
 from longwatch.eval.train_data import build_example, caption, clip_example, glimpse_example, patch_frame_times, \
-    sample_times, shape_glimpse_example, watch_example
+    sample_times, shape_glimpse_example, shapes_in, watch_example
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_watch_questions_are_about_the_newest_patch_only():
     """Watch clips: after each patch, Yes exactly for what that patch shows (from the plan's needles, not the
     caption text the questions were built from), No for near misses and for shapes shown earlier and gone."""
     rng = np.random.default_rng(5)
-    gone = 0
+    gone = swapped = 0
     for step in range(30):
         ex = watch_example(0, step, rng)
         pairs = [p for p in patch_frame_times(ex.plan) if any(p[0] == t0 for t0, _ in ex.times)]
@@ -160,7 +161,14 @@ def test_watch_questions_are_about_the_newest_patch_only():
             assert (q.answer == "Yes") == (f"{what}," in newest or newest.endswith(what) or f"{what} and" in newest)
             earlier = " ".join(caption(ex.plan, p) for p in pairs[:q.cut - 1])
             gone += q.answer == "No" and f"{what}," in earlier
-    assert gone > 0  # the "shown before, gone now" negatives are there
+        for k, pair in enumerate(pairs):  # two shapes in one patch: each colour with the other's shape, No
+            now = shapes_in(caption(ex.plan, pair))
+            swaps = {(a[0], b[1]) for a, b in itertools.permutations(now, 2)} - set(now)
+            asked = {tuple(q.prompt.split(" on screen?")[0].split()[2:]) for q in ex.queries if q.cut == k + 1
+                     and q.answer == "No"}
+            assert swaps <= asked
+            swapped += len(swaps)
+    assert swapped > 0
     assert TrainConfig().watch_share == 0  # the default curriculum is the one the shipped checkpoint had
     with pytest.raises(ValueError, match="watch_share"):
         TrainConfig(glimpse_share=0.5, clip_share=0.3, watch_share=0.3)
