@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -144,23 +145,27 @@ def _round(x: Any) -> Any:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per dict, the union of their keys as columns; gzipped when `path` ends in .gz."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
+    with (gzip.open(path, "wt", newline="") if path.suffix == ".gz" else path.open("w", newline="")) as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
             w.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
 
 
-def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool = True) -> dict[str, Path]:
-    """Write every report file under `out`; returns {name: path}."""
+def write_report(result: Any, out: str | Path, meta: dict[str, Any], plots: bool = True,
+                 compact: bool = False) -> dict[str, Path]:
+    """Write every report file under `out`; returns {name: path}. `compact` (a report to commit): run.json
+    without the per-answer records, which are all in questions.csv, and the two CSVs gzipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(result.records, result.timeline)
-    files = {"json": out / "run.json", "csv": out / "questions.csv", "memory": out / "memory.csv",
+    gz = ".gz" if compact else ""
+    files = {"json": out / "run.json", "csv": out / f"questions.csv{gz}", "memory": out / f"memory.csv{gz}",
              "summary_csv": out / "summary.csv", "markdown": out / "summary.md"}
-    files["json"].write_text(json.dumps({"meta": meta, "benches": result.benches, "summary": rows,
-                                         "records": result.records}, indent=1, default=str))
+    run = {"meta": meta, "benches": result.benches, "summary": rows}
+    files["json"].write_text(json.dumps(run if compact else {**run, "records": result.records}, indent=1, default=str))
     write_csv(files["csv"], result.records)
     write_csv(files["memory"], result.timeline)
     write_csv(files["summary_csv"], [{k: v for k, v in r.items() if k != "detail"} for r in rows])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import importlib.util
 import json
 import statistics
@@ -314,6 +315,14 @@ def test_report_files(tmp_path, tiny):
     for name in ("plot_accuracy", "plot_ttft", "plot_memory"):
         assert files[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "plot_kl" not in files  # no fidelity measured, no KL plot
+    small = write_report(result, tmp_path / "small", {"model": "tiny", "default_budget": 2**30}, plots=False,
+                         compact=True)  # --compact: the same summary, the answers only in the gzipped CSV
+    assert json.loads(small["json"].read_text()) == {k: v for k, v in run.items() if k != "records"}
+    with gzip.open(small["csv"], "rt") as f:
+        assert f.read() == files["csv"].read_text()
+    with gzip.open(small["memory"], "rt") as f:
+        assert f.read() == files["memory"].read_text()
+    assert small["markdown"].read_text() == md and not (tmp_path / "small" / "questions.csv").exists()
 
 
 def test_progress_names_each_run_and_video_on_stderr(tmp_path, capsys):

@@ -42,6 +42,9 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                         "protocol), or pick the choice the model finds most probable, scoring the choices' texts "
                         "(text) or their letters (letter); the report records which")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--compact", action="store_true",
+                   help="a report to commit: run.json without the per-answer records (they are all in "
+                        "questions.csv), questions.csv and memory.csv gzipped")
     add_progress_flags(p)
     add_config_flags(p, memory=False)
     g = p.add_argument_group("memory")
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             "default_budget": cfg.memory.device_budget, "config": as_dict(cfg), "wall_s": time.perf_counter() - t0,
             "choices": args.choices,
             "default_budgets": {t: getattr(cfg.memory, f"{t}_budget") for t in ("device", "host", "disk")}}
-    files = write_report(result, out, meta, plots=not args.no_plots)
+    files = write_report(result, out, meta, plots=not args.no_plots, compact=args.compact)
     if args.json:
         print(json.dumps({"out": str(out), "files": {k: str(v) for k, v in files.items()},
                           "summary": json.loads(files["json"].read_text())["summary"]}, indent=1, default=str))
