@@ -7,7 +7,7 @@ VPY = $(VENV)/bin/python
 # torch 2.13.0 first: on CPU machines it is the CPU wheel, and a looser spec would pull CUDA packages.
 PIP_TORCH = $(VPY) -m pip install -q torch==2.13.0
 
-.PHONY: venv install test demo bench-cpu bench-gpu
+.PHONY: venv install test demo bench-cpu bench-gpu bench-accuracy
 
 # .venv, with PY's venv module (installed with apt-get when root and missing; otherwise one line says what to install)
 venv:
@@ -58,3 +58,47 @@ bench-gpu: venv
 	$(LW) bench speed --model random-8b --device cuda --frame-size 448 --minutes 10 --policy rekv --streams 30 --device-budget 1GiB --host-budget 2GiB --name speed_random-8b_cuda_30streams --out $(FIGURES)
 	$(LW) bench retrieval --device cuda --blocks 1000,10000,15000 --out $(FIGURES)
 	$(VPY) -m pytest -m gpu
+
+# needle-tiny's accuracy figures in the README: held-out NeedleStream tiny seed 1 (200 videos; never a
+# training video), every family with the README's budgets (a 4-patch window, 4 retrieved; 2.5 MiB device
+# and 50 MB disk for the five after rekv), picked choices, the single-sign floor, streaming vs one
+# forward, and the watch bench (after `make install`). One report per target, each marked done by an
+# untracked .done file when it finished, so `make -j2 bench-accuracy` runs two at a time and a rerun
+# makes only what is not done yet; MODEL= a trained file (`longwatch train` prints it) measures that
+# instead of the shipped checkpoint, ACC= where the reports go (default: over the committed ones).
+MODEL ?= needle-tiny
+ACC ?= $(FIGURES)/needle_tiny_eval
+HELDOUT = runs/needlestream-tiny-s1
+SINGLE = runs/needlestream-tiny-single-s1
+EVAL_TINY = $(LW) eval --config configs/needle-tiny.yaml --model $(MODEL) --window 4 --retrieve 4 --compact --no-progress
+CAPPED = infinipot streammem livevlm streamchat videorag
+ACCURACY = $(ACC)/tiny-heldout-s1-full200 $(foreach p,sliding rekv $(CAPPED),$(ACC)/tiny-heldout-s1-$(p)-200) \
+	$(foreach p,full rekv sliding,$(ACC)/tiny-heldout-s1-$(p)-choices200) $(ACC)/tiny-single-heldout-s1-200 \
+	$(ACC)/tiny-heldout-s1-offline200
+
+bench-accuracy: $(addsuffix /.done,$(ACCURACY)) $(FIGURES)/watch/.done-$(notdir $(MODEL))
+
+$(HELDOUT)/annotations.json:
+	$(LW) make-bench --preset tiny --seed 1 --out $(HELDOUT)
+
+$(SINGLE)/annotations.json:
+	$(LW) make-bench --preset tiny-single --seed 1 --videos 200 --out $(SINGLE)
+
+$(ACC)/tiny-heldout-s1-full200/.done: | $(HELDOUT)/annotations.json
+	$(EVAL_TINY) --bench $(HELDOUT) --policy full --out $(@D) && touch $@
+
+$(ACC)/tiny-heldout-s1-%-choices200/.done: | $(HELDOUT)/annotations.json
+	$(EVAL_TINY) --bench $(HELDOUT) --policy $* --choices text --out $(@D) && touch $@
+
+$(ACC)/tiny-heldout-s1-%-200/.done: | $(HELDOUT)/annotations.json
+	$(EVAL_TINY) --bench $(HELDOUT) --policy $* $(if $(filter $*,$(CAPPED)),--budget 2.5MiB --disk-budget 50MB) --out $(@D) && touch $@
+
+$(ACC)/tiny-single-heldout-s1-200/.done: | $(SINGLE)/annotations.json
+	$(EVAL_TINY) --bench $(SINGLE) --policy full,sliding,rekv --out $(@D) && touch $@
+
+$(ACC)/tiny-heldout-s1-offline200/.done: | $(HELDOUT)/annotations.json
+	$(LW) bench offline --config configs/needle-tiny.yaml --bench $(HELDOUT) --model $(MODEL) --json --out $(@D) && touch $@
+
+# the watch bench exits 1 when its targets are missed: a figure all the same, so it does not stop the run
+$(FIGURES)/watch/.done-$(notdir $(MODEL)):
+	$(LW) bench watch --model $(MODEL) --videos 20 --out $(@D); touch $@
