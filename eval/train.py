@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from longwatch.backbone.inputs import TEXT, PromptLayout, mrope_positions, preprocess_patch
-from longwatch.eval.train_data import (Example, Query, build_example, clip_example, glimpse_example,
+from longwatch.eval.train_data import (Example, Query, build_example, clip_example, drill_example, glimpse_example,
                                       shape_glimpse_example, single_shape, watch_example)
 from longwatch.eval.needlestream import SHAPES
 
@@ -72,6 +72,9 @@ class TrainConfig:
     watch_share: float = 0.0
     """Share of steps on watch clips (yes/no about the newest patch after every patch, with near misses and
     shapes gone by: `train_data.watch_example`); 0 leaves the curriculum as it was."""
+    drill_share: float = 0.0
+    """Share of steps on time drills (a clip and 16 text-only lookups by time in timed notes:
+    `train_data.drill_example`); 0 leaves the curriculum as it was."""
     init: str = ""
     """A compact checkpoint (backbone/shipped.py format) to start from instead of random weights: a
     fine-tune. Its vocabulary is kept (every training text must tokenise inside it)."""
@@ -79,13 +82,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.lr <= 0:
             raise ValueError("steps must be >= 1, warmup >= 0 and lr > 0")
-        for name in ("single_share", "glimpse_share", "clip_share", "watch_share"):
+        for name in ("single_share", "glimpse_share", "clip_share", "watch_share", "drill_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.shape_aux < 0 or not self.vision_lr_mult > 0:
             raise ValueError("shape_aux must be >= 0 and vision_lr_mult > 0")
-        if self.glimpse_share + self.clip_share + self.watch_share > 1:
-            raise ValueError("glimpse_share + clip_share + watch_share must be at most 1")
+        if self.glimpse_share + self.clip_share + self.watch_share + self.drill_share > 1:
+            raise ValueError("glimpse_share + clip_share + watch_share + drill_share must be at most 1")
 
 
 class Vocab:
@@ -321,6 +324,8 @@ def training_example(cfg: TrainConfig, step: int) -> Example:
     if u < cfg.glimpse_share + cfg.clip_share + cfg.watch_share:  # half of them single shapes, half clips
         return shape_glimpse_example(cfg.seed, step, rng, k=cfg.glimpses) if rng.random() < 0.5 else \
             watch_example(cfg.seed, step, rng)
+    if u < cfg.glimpse_share + cfg.clip_share + cfg.watch_share + cfg.drill_share:
+        return drill_example(cfg.seed, step, rng, k=cfg.glimpses)
     preset = "tiny-single" if rng.random() < cfg.single_share else "tiny"
     return build_example(preset, cfg.seed, step, "train", rng)
 
@@ -338,6 +343,8 @@ def heldout_examples(cfg: TrainConfig) -> list[Example]:
         out += [watch_example(10_000 + cfg.seed, i, rng, split="heldout") for i in range(2 * n_short)]
         out += [shape_glimpse_example(10_000 + cfg.seed, i, rng, k=cfg.glimpses, split="heldout")
                 for i in range(n_short)]
+    if cfg.drill_share:  # likewise
+        out += [drill_example(10_000 + cfg.seed, i, rng, k=cfg.glimpses, split="heldout") for i in range(n_short)]
     return out
 
 

@@ -330,3 +330,28 @@ def shape_glimpse_example(seed: int, step: int, rng: np.random.Generator, k: int
             ex.queries.append(Query(f"Is a {cc} {ss} on screen?{YES_NO}",
                                     "Yes" if (cc, ss) == (c, sh) else "No", j + 1, "shape_yesno", first=j))
     return ex
+
+
+def _made_up_caption(rng: np.random.Generator) -> str:
+    if rng.random() < 0.3:
+        return f"a sign that says {rng.choice(WORDS)}"
+    return f"a {rng.choice(list(COLORS))} {rng.choice(SHAPES)}, {rng.choice(CELLS)}"
+
+
+def drill_example(seed: int, step: int, rng: np.random.Generator, k: int = 16, split: str = "train") -> Example:
+    """A clip with its questions (as `clip_example`) and `k` text-only lookups by time: each a list of 4-16
+    notes at distinct whole seconds of a made-up minute, written as the stream writes a patch's time
+    ("<12.2 seconds> a red circle, center"), asked what was seen at a time inside one note's second (in
+    seconds or mm:ss). Finding a patch by the time in a question is needle-tiny's weak point (what-at 0.37,
+    the same lookup in caption notes 0.0-0.17 held-out): one matching of the question's digits with a
+    timestamp's, practised here on cheap text, is what a question about a video needs too."""
+    ex = clip_example(seed, step, rng, split)
+    for _ in range(k):
+        seconds = sorted(int(s) for s in rng.choice(60, int(rng.integers(4, 17)), replace=False))
+        notes = [(s + 0.25, _made_up_caption(rng)) for s in seconds]
+        j = int(rng.integers(len(notes)))
+        t = seconds[j] + float(rng.uniform(0.0, 0.94))  # below .95, so that one decimal never rounds up a second
+        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
+        ex.queries.append(Query(caption_prompt(notes, f"What was on screen at {when}?"), notes[j][1], 0, "drill",
+                                notes))
+    return ex

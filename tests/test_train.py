@@ -241,3 +241,38 @@ def test_a_trained_export_loads_by_its_path(tmp_path, monkeypatch):
     trained = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["model"]
     key = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(loaded[key], trained[key].to(torch.float16).float())
+
+
+def test_time_drills_are_text_lookups_inside_the_shipped_vocabulary():
+    """--drill-share: each drill sees no patch, its notes carry the stream's own timestamps, its answer is the
+    note of the second the question names (seconds or mm:ss), and it tokenises inside the shipped checkpoint's
+    vocabulary (a fine-tune keeps that vocabulary); off by default."""
+    import re
+
+    from longwatch.backbone.shipped import shipped_file
+    from longwatch.eval.train import init_vocab
+    from longwatch.eval.train_data import drill_example
+
+    tok = load_offline_tokenizer()
+    layout = PromptLayout(tok)
+    known = set(init_vocab(shipped_file("needle-tiny")).ids.tolist())
+    rng = np.random.default_rng(3)
+    clocks = 0
+    for step in range(10):
+        ex = drill_example(0, step, rng, k=8)
+        drills = [q for q in ex.queries if q.kind == "drill"]
+        assert len(drills) == 8 and {q.kind for q in ex.queries} - {"drill"}  # the clip's own questions too
+        for q in drills:
+            assert q.cut == 0 and q.context and q.answer in [text for _, text in q.context]
+            asked = re.search(r"at (?:(\d+)\.\d seconds|(\d\d):(\d\d))\?$", q.prompt)
+            second = int(asked[1]) if asked[1] else 60 * int(asked[2]) + int(asked[3])
+            clocks += asked[1] is None
+            assert [text for t, text in q.context if int(t) == second] == [q.answer]
+            assert all(f"<{t:.1f} seconds> {text}" in q.prompt for t, text in q.context)
+            ids = tok.encode(layout.before_question + q.prompt + layout.after_question + q.answer,
+                             add_special_tokens=False)
+            assert set(ids) <= known
+    assert 0 < clocks < 80
+    assert TrainConfig().drill_share == 0
+    with pytest.raises(ValueError, match="drill_share"):
+        TrainConfig(glimpse_share=0.5, clip_share=0.3, drill_share=0.3)

@@ -32,6 +32,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="weight of the training-only shape read-out loss on the vision tower (default 0)")
     p.add_argument("--watch-share", type=float, default=None,
                    help="share of watch steps (yes/no about the newest patch, after every patch of a clip)")
+    p.add_argument("--drill-share", type=float, default=None,
+                   help="share of time-drill steps (a clip and text-only lookups by time in timed notes)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="checkpoint folder (default runs/train/PRESET-seedN); an existing one is resumed")
     p.add_argument("--results", default=None, metavar="DIR",
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     opts = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("warmup", args.warmup),
                               ("glimpse_steps", args.glimpse_steps), ("glimpse_share", args.glimpse_share),
                               ("clip_share", args.clip_share), ("watch_share", args.watch_share),
+                              ("drill_share", args.drill_share),
                               ("vision_lr_mult", args.vision_lr_mult),
                               ("shape_aux", args.shape_aux))
             if v is not None}
