@@ -65,9 +65,10 @@ bench-gpu: venv
 # forward, and the watch bench (after `make install`). One report per target, each marked done by an
 # untracked .done file when it finished, so `make -j2 bench-accuracy` runs two at a time and a rerun
 # makes only what is not done yet; MODEL= a trained file (`longwatch train` prints it) measures that
-# instead of the shipped checkpoint, ACC= where the reports go (default: over the committed ones).
+# instead of the shipped checkpoint, ACC= and WATCH= where the reports go (default: over the committed ones).
 MODEL ?= needle-tiny
 ACC ?= $(FIGURES)/needle_tiny_eval
+WATCH ?= $(FIGURES)/watch
 HELDOUT = runs/needlestream-tiny-s1
 SINGLE = runs/needlestream-tiny-single-s1
 EVAL_TINY = $(LW) eval --config configs/needle-tiny.yaml --model $(MODEL) --window 4 --retrieve 4 --compact --no-progress
@@ -76,7 +77,7 @@ ACCURACY = $(ACC)/tiny-heldout-s1-full200 $(foreach p,sliding rekv $(CAPPED),$(A
 	$(foreach p,full rekv sliding,$(ACC)/tiny-heldout-s1-$(p)-choices200) $(ACC)/tiny-single-heldout-s1-200 \
 	$(ACC)/tiny-heldout-s1-offline200
 
-bench-accuracy: $(addsuffix /.done,$(ACCURACY)) $(FIGURES)/watch/.done-$(notdir $(MODEL))
+bench-accuracy: $(addsuffix /.done,$(ACCURACY)) $(WATCH)/.done-$(notdir $(MODEL))
 
 $(HELDOUT)/annotations.json:
 	$(LW) make-bench --preset tiny --seed 1 --out $(HELDOUT)
@@ -100,5 +101,5 @@ $(ACC)/tiny-heldout-s1-offline200/.done: | $(HELDOUT)/annotations.json
 	$(LW) bench offline --config configs/needle-tiny.yaml --bench $(HELDOUT) --model $(MODEL) --json --out $(@D) && touch $@
 
 # the watch bench exits 1 when its targets are missed: a figure all the same, so it does not stop the run
-$(FIGURES)/watch/.done-$(notdir $(MODEL)):
+$(WATCH)/.done-$(notdir $(MODEL)):
 	$(LW) bench watch --model $(MODEL) --videos 20 --out $(@D); touch $@
