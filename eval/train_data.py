@@ -97,6 +97,13 @@ def _clock(t: float) -> str:
     return f"{s // 60:02d}:{s % 60:02d}"
 
 
+def _asked_at(t0: float, rng: np.random.Generator, spread: float = 0.99) -> str:
+    """A time inside the second from `t0`, as a question names it: seconds with one decimal or mm:ss (half each).
+    With the default spread, t0 + 0.95 and later print as the next second (see the drills' spread)."""
+    t = t0 + float(rng.uniform(0.0, spread))
+    return f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
+
+
 def _when_answer(plan: VideoPlan, needle: Needle, patches: list[tuple[float, float]], mids: list[float]) -> str:
     """First and last timestamp of the patches showing `needle` (what the model can read off its input)."""
     hit = [m for (a, b), m in zip(patches, mids) if needle.t0 <= a < needle.t1 or needle.t0 <= b < needle.t1]
@@ -140,9 +147,8 @@ def _extra_queries(ex: Example, rng: np.random.Generator, cut_at) -> None:
     picks = list(rng.choice(busy, min(len(busy), 4), replace=False)) if busy else []
     picks += list(rng.choice(empty, 1, replace=False)) if empty else []
     for k in picks:
-        t = ex.times[k][0] + float(rng.uniform(0.0, 0.99))
-        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
-        ex.queries.append(Query(f"What was on screen at {when}?", ex.captions[k], n, "caption"))
+        ex.queries.append(Query(f"What was on screen at {_asked_at(ex.times[k][0], rng)}?", ex.captions[k], n,
+                                "caption"))
     # sign words asked with a clock time and no choices (the demo's question)
     for s in (x for x in plan.needles if x.kind == "sign"):
         t = float(rng.uniform(s.t0, s.t1 - 0.01))
@@ -250,9 +256,8 @@ def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "t
     ex = _window(build_example(preset, seed, 2_000_000 + step, split, rng, extra=False), rng)
     w = len(ex.times)
     for k in range(w):
-        t = ex.times[k][0] + float(rng.uniform(0.0, 0.99))
-        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
-        ex.queries.append(Query(f"What was on screen at {when}?", ex.captions[k], w, "clip_caption"))
+        ex.queries.append(Query(f"What was on screen at {_asked_at(ex.times[k][0], rng)}?", ex.captions[k], w,
+                                "clip_caption"))
         ex.queries.append(Query("What is on screen now?", ex.captions[k], k + 1, "clip_now"))
     for s in (x for x in ex.plan.needles if x.kind == "sign"):
         t = float(rng.uniform(s.t0, s.t1 - 0.01))
@@ -260,8 +265,6 @@ def clip_example(seed: int, step: int, rng: np.random.Generator, split: str = "t
         if k is not None and s.word in ex.captions[k]:
             ex.queries.append(Query(f"What word was on the sign at {_clock(t)}?", s.word or "", w, "clip_word"))
     return ex
-
-
 
 
 def watch_example(seed: int, step: int, rng: np.random.Generator, split: str = "train") -> Example:
@@ -350,8 +353,7 @@ def drill_example(seed: int, step: int, rng: np.random.Generator, k: int = 16, s
         seconds = sorted(int(s) for s in rng.choice(60, int(rng.integers(4, 17)), replace=False))
         notes = [(s + 0.25, _made_up_caption(rng)) for s in seconds]
         j = int(rng.integers(len(notes)))
-        t = seconds[j] + float(rng.uniform(0.0, 0.94))  # below .95, so that one decimal never rounds up a second
-        when = f"{t:.1f} seconds" if rng.random() < 0.5 else _clock(t)
+        when = _asked_at(seconds[j], rng, spread=0.94)  # below .95: one decimal never rounds up to the next second
         ex.queries.append(Query(caption_prompt(notes, f"What was on screen at {when}?"), notes[j][1], 0, "drill",
                                 notes))
     return ex
