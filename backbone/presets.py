@@ -53,9 +53,10 @@ _NEEDLE_TINY = dict(
 )
 _SPECS = {"tiny": _TINY, **_REAL, "needle-tiny": _NEEDLE_TINY}
 TRAINED_PRESETS = ("needle-tiny",)
-NATIVE_FRAME_SIZE = {"needle-tiny": "128"}
-"""The per-frame size a trained preset was trained at, used unless --frame-size says otherwise."""
 """Presets with trained weights shipped in the package (loaded as a checkpoint folder built on first use)."""
+NATIVE_FRAME_SIZE = {"needle-tiny": "128"}
+"""The per-frame size a trained preset was trained at, used unless --frame-size says otherwise
+(`longwatch.backbone.shipped.native_frame_size` finds it for a trained file or its built folder too)."""
 PRESETS = ("tiny", *_REAL)
 """Presets with seeded random weights, built in memory."""
 

@@ -116,6 +116,26 @@ def compact_preset(path: Path) -> str:
     return preset
 
 
+def native_frame_size(model: str) -> str | None:
+    """The frame size the weights `model` names were trained at: a trained preset's name, a compact file
+    `longwatch train` exported, or a folder built from one (its longwatch.json). None for anything else (a hub
+    checkpoint, a random preset) and for an unreadable file, whose problem the loader then names."""
+    from longwatch.backbone.presets import NATIVE_FRAME_SIZE
+
+    if model in NATIVE_FRAME_SIZE:
+        return NATIVE_FRAME_SIZE[model]
+    path = Path(model).expanduser()
+    try:
+        if path.is_file():
+            return NATIVE_FRAME_SIZE.get(compact_preset(path))
+        marker = path / "longwatch.json"
+        if marker.is_file():
+            return NATIVE_FRAME_SIZE.get(str(json.loads(marker.read_text()).get("preset", "")))
+    except (CheckpointError, OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
 def full_state(tensors: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
     """The full-vocabulary state dict: the compact weights plus the embedding with zeros off the trained rows."""
     rows, ids = tensors[ROWS], tensors[IDS]

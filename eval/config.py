@@ -166,6 +166,15 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _native_frame_size(model: str) -> str | None:
+    """A trained preset's frame size, or that of a trained file or folder `model` names (read from its header)."""
+    if model in NATIVE_FRAME_SIZE or not Path(model).expanduser().exists():
+        return NATIVE_FRAME_SIZE.get(model)
+    from longwatch.backbone.shipped import native_frame_size  # imports torch: only for a path
+
+    return native_frame_size(model)
+
+
 def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
                    schema: type[T] = RunConfig, *, environ: Mapping[str, str] | None = None,
                    labels: Mapping[str, str] | None = None) -> Resolved[T]:
@@ -187,7 +196,7 @@ def resolve_config(path: str | Path | None = None, overrides: Mapping[str, Any] 
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _merge(data, sources, _nest(given), {k: (labels or {}).get(k, "override") for k in given})
     model = data.get("model")
-    native = NATIVE_FRAME_SIZE.get(str(model.get("name"))) if isinstance(model, dict) else None
+    native = _native_frame_size(str(model.get("name"))) if isinstance(model, dict) else None
     if native and "ingest.frame_size" not in env and "ingest.frame_size" not in given:
         _merge(data, sources, {"ingest": {"frame_size": native}}, f"the native frame size of {model['name']}")
     known = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]

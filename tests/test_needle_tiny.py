@@ -70,6 +70,24 @@ def test_a_compact_file_loads_by_its_path_like_the_shipped_one(cache, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == before  # nothing half-built
 
 
+def test_a_trained_file_or_its_folder_gets_the_frame_size_it_was_trained_at(cache, tmp_path):
+    """--model FILE (a train export) or its built folder ingests at 128x128 like --model needle-tiny; before,
+    a path got the default 448 and the demo and ask answered "No" to everything."""
+    from safetensors.torch import save_file
+
+    from longwatch.eval.config import load_config
+
+    mine = tmp_path / "my-export.safetensors"
+    shutil.copyfile(shipped_file("needle-tiny"), mine)
+    folder = build_folder("needle-tiny")
+    foreign = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    size = lambda name, **o: load_config(None, {"model.name": name, **o}, environ={}).ingest.frame_size  # noqa: E731
+    assert size("needle-tiny") == size(str(mine)) == size(str(folder)) == "128"
+    assert size(str(foreign)) == size("tiny") == size(str(tmp_path)) == "448"  # not trained weights: the default
+    assert size(str(mine), **{"ingest.frame_size": "224"}) == "224"
+
+
 def test_truncated_checkpoint_is_one_clear_error_and_leaves_nothing(tmp_path):
     bad = tmp_path / "needle-tiny.safetensors"
     bad.write_bytes(shipped_file("needle-tiny").read_bytes()[:100_000])
