@@ -30,6 +30,7 @@ COMMANDS = {
     "eval": "eval_cmd",
     "make-bench": "make_bench",
     "train": "train",
+    "average-weights": "average_weights",
     "config": "config_cmd",
 }
 

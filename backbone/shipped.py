@@ -92,6 +92,40 @@ def read_compact(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def average_compact(paths: list[Path], out: Path) -> Path:
+    """Write to `out` the element-wise mean of the weights of compact files `paths` (a model soup of runs
+    fine-tuned from one another); their presets, vocabularies and tensor shapes must match. The header's meta
+    names each file averaged (name, sha256 prefix, its own steps and seed)."""
+    from safetensors.torch import save_file
+
+    if len(paths) < 2:
+        raise CheckpointError(f"{', '.join(map(str, paths)) or 'no file'}: averaging needs at least two files")
+    read = [(p, *read_compact(p)) for p in paths]
+    first, tensors0, meta0 = read[0]
+    for path, tensors, meta in read[1:]:
+        if meta.get("preset") != meta0.get("preset"):
+            raise CheckpointError(f"{path}: weights for preset {meta.get('preset')!r}, {first} for "
+                                  f"{meta0.get('preset')!r}; only files of one preset average")
+        if tensors.keys() != tensors0.keys() or any(tensors[k].shape != tensors0[k].shape for k in tensors0):
+            raise CheckpointError(f"{path}: its tensors differ from {first}'s in name or shape")
+        if not torch.equal(tensors[IDS], tensors0[IDS]):
+            raise CheckpointError(f"{path}: trained on other tokens than {first} (different vocabulary rows); "
+                                  "only runs fine-tuned from one another average")
+    mean = {k: (tensors0[k] if k == IDS else
+                torch.stack([t[k].float() for _, t, _ in read]).mean(0).to(torch.float16).contiguous())
+            for k in tensors0}
+    parts = []
+    for path, _, meta in read:
+        own = json.loads(meta.get("meta", "{}") or "{}")
+        parts.append({"file": str(path), "sha256": _digest(path), "steps": own.get("steps"), "seed": own.get("seed")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file(mean, str(tmp), metadata={"format": FORMAT, "preset": meta0["preset"],
+                                         "meta": json.dumps({"average_of": parts})})
+    os.replace(tmp, out)
+    return out
+
+
 def compact_preset(path: Path) -> str:
     """The trained preset a compact file holds weights for (its header only), or CheckpointError naming the file:
     unreadable, not a compact file, or of a preset this version does not know."""

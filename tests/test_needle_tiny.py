@@ -88,6 +88,43 @@ def test_a_trained_file_or_its_folder_gets_the_frame_size_it_was_trained_at(cach
     assert size(str(mine), **{"ingest.frame_size": "224"}) == "224"
 
 
+def test_average_weights_writes_the_mean_of_two_exports_and_refuses_a_mismatch(tmp_path, capsys):
+    from longwatch.backbone.shipped import IDS, ROWS, read_compact
+
+    a = tmp_path / "a.safetensors"
+    shutil.copyfile(shipped_file("needle-tiny"), a)
+    tensors, meta = read_compact(a)
+    key = next(k for k in tensors if k.endswith("q_proj.weight"))
+    b = tmp_path / "b.safetensors"
+    from safetensors.torch import save_file
+
+    moved = (tensors[key].float() + 1).half()
+    save_file({**tensors, key: moved}, str(b), metadata=meta)
+    out = tmp_path / "soup.safetensors"
+    assert main(["average-weights", str(a), str(b), "--out", str(out)]) == 0
+    soup, soup_meta = read_compact(out)
+    assert torch.equal(soup[key], ((tensors[key].float() + moved.float()) / 2).half())  # the mean, rounded once
+    assert all(torch.equal(soup[k], tensors[k]) for k in tensors if k != key)
+    parts = json.loads(soup_meta["meta"])["average_of"]
+    assert [p["file"] for p in parts] == [str(a), str(b)] and parts[0]["steps"] == json.loads(meta["meta"]).get("steps")
+    other = tmp_path / "other-vocab.safetensors"
+    save_file({**tensors, ROWS: tensors[ROWS][:-1]}, str(other), metadata=meta)
+    capsys.readouterr()
+    assert main(["average-weights", str(a), str(other), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == f"longwatch: error: {other}: its tensors differ from {a}'s in name or shape"
+    shuffled = tmp_path / "other-tokens.safetensors"
+    save_file({**tensors, IDS: tensors[IDS].flip(0)}, str(shuffled), metadata=meta)
+    assert main(["average-weights", str(a), str(shuffled), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "trained on other tokens" in capsys.readouterr().err
+    assert main(["average-weights", str(a), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "at least two files" in capsys.readouterr().err
+    assert main(["average-weights", str(a), str(tmp_path / "none.safetensors"), "--out", str(a)]) == 2
+    assert "none.safetensors: no such file" in capsys.readouterr().err
+    assert main(["average-weights", str(a), str(b), "--out", str(a)]) == 2
+    assert "is one of the files averaged" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_truncated_checkpoint_is_one_clear_error_and_leaves_nothing(tmp_path):
     bad = tmp_path / "needle-tiny.safetensors"
     bad.write_bytes(shipped_file("needle-tiny").read_bytes()[:100_000])
