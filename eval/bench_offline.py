@@ -93,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
               "streaming_accuracy": sum(sum(v["streaming"]) for v in per_task.values()) / max(1, n),
               "offline_accuracy": sum(sum(v["offline"]) for v in per_task.values()) / max(1, n),
               "differing_questions": score_differs[:50]}
-    path = save_result(f"offline_{cfg.model.name}", result, args.out)
+    tag = Path(cfg.model.name).name or cfg.model.name  # a file or folder: its name, not its path (no subfolders)
+    path = save_result(f"offline_{tag}", result, args.out)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
