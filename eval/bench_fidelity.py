@@ -36,7 +36,7 @@ def questions(minutes: float) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone, Sampling
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
     from longwatch.eval.fidelity import measure
     from longwatch.eval.synthetic import synthetic_patches
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     result = {"model": cfg.model.name, "minutes": args.minutes, "patches": len(patches),
               "frame_size": cfg.ingest.frame_size, "summary": summary, "rows": rows,
               "memory_config": {k: getattr(cfg.memory, k) for k in cfg.memory.__dataclass_fields__ if k != "policy"}}
-    path = save_result(f"fidelity_{cfg.model.name}_{args.minutes:g}min", result, out)
+    path = save_result(f"fidelity_{model_tag(cfg.model.name)}_{args.minutes:g}min", result, out)
     if args.json:
         print(json.dumps({"summary": summary, "rows": rows, "saved": str(path)}))
     else:

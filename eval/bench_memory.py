@@ -31,7 +31,7 @@ def _rss() -> int:
 
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
     from longwatch.eval.synthetic import synthetic_patches
     from longwatch.memory.schema import format_bytes
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
         "memory_config": {k: getattr(cfg.memory, k) for k in cfg.memory.__dataclass_fields__},
         "timeline": timeline,
     }
-    path = save_result(f"memory_{cfg.model.name}_{cfg.memory.policy}_{args.minutes:g}min", result, out)
+    path = save_result(f"memory_{model_tag(cfg.model.name)}_{cfg.memory.policy}_{args.minutes:g}min", result, out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "timeline"} | {"saved": str(path)}))
     else:

@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     import json
 
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import save_result
+    from longwatch.eval.environment import model_tag, save_result
     from longwatch.eval.flags import config_from_args
     from longwatch.eval.formats import load_benches
     from longwatch.eval.runner import RunOptions, Runner, memory_stream_factory, open_patches_default
@@ -93,8 +93,7 @@ def main(args: argparse.Namespace) -> int:
               "streaming_accuracy": sum(sum(v["streaming"]) for v in per_task.values()) / max(1, n),
               "offline_accuracy": sum(sum(v["offline"]) for v in per_task.values()) / max(1, n),
               "differing_questions": score_differs[:50]}
-    tag = Path(cfg.model.name).name or cfg.model.name  # a file or folder: its name, not its path (no subfolders)
-    path = save_result(f"offline_{tag}", result, args.out)
+    path = save_result(f"offline_{model_tag(cfg.model.name)}", result, args.out)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

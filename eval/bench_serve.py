@@ -256,7 +256,7 @@ def report(result: dict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
 
     lengths = check_settings(args)
@@ -295,7 +295,7 @@ def main(args: argparse.Namespace) -> int:
     if "compare" in result and result["compare"]["target"]["met"] is False:
         failed.append(f"stateless/stateful TTFT at {TARGET_MINUTES:g} min below {TARGET_RATIO:g}x")
     result["failures"] = failed
-    name = args.name or f"serve_{Path(cfg.model.name).name}_{args.streams}x{args.clients}"
+    name = args.name or f"serve_{model_tag(cfg.model.name)}_{args.streams}x{args.clients}"
     path = save_result(name, result, folder)
     if args.json:
         summary = {"live": result["live"]["summary"] if "live" in result else None,

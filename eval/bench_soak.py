@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
     import tempfile
 
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
 
     bad = check_settings(args)
@@ -194,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
               "targets": {"violations": 0, "rss_drift_below": TARGET_RSS_DRIFT, "max_distance_below": bb.max_positions,
                           "same_tokens": True},
               "missed": missed, "runs": runs}
-    path = save_result(f"soak_{cfg.model.name}_{args.hours:g}h", result, out)
+    path = save_result(f"soak_{model_tag(cfg.model.name)}_{args.hours:g}h", result, out)
     if args.json:
         print(json.dumps({"missed": missed, "saved": str(path),
                           "runs": [{k: v for k, v in r.items() if k != "hourly"} for r in runs]}))

@@ -184,7 +184,7 @@ def plot(runs: list[dict], path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
 
     policies = [p.strip() for p in (getattr(args, "memory.policy", None) or "full,rekv").split(",")]
@@ -208,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
                   f" -> {r['per_patch_s_last_tenth'] * 1000:.1f} ms (x{r['flat_ratio']:.2f}; medians"
                   f" x{r['flat_ratio_median']:.2f}), MFU {r['mfu']:.2%};"
                   f" TTFT {cps}")
-    name = args.name or f"speed_{cfg.model.name}_{bb.device.type}"
+    name = args.name or f"speed_{model_tag(cfg.model.name)}_{bb.device.type}"
     png = f"{folder}/{name}.png"
     plot(runs, png)
     summary = {f"{r['policy']}x{r['streams']}": {k: r[k] for k in ("frames_per_s", "flat_ratio", "flat_ratio_median", "mfu")}

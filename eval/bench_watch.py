@@ -154,7 +154,7 @@ def p_yes_by_shown(rows: list[dict], plans: list) -> dict[str, dict[str, float]]
 
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import results_dir, save_result
+    from longwatch.eval.environment import model_tag, results_dir, save_result
     from longwatch.eval.flags import config_from_args
 
     if args.videos < 1 or not args.within_s > 0 or not 0 < args.threshold < 1 or args.window < 1:
@@ -183,8 +183,7 @@ def main(args: argparse.Namespace) -> int:
               "p_yes_by_newest_patch": p_yes_by_shown(rows, [plan for plan, _, _ in todo]), "rows": rows}
     met = hits >= TARGET_HITS * len(with_it) and false <= TARGET_FALSE
     result["met"] = met
-    tag = Path(cfg.model.name).name or cfg.model.name  # a checkpoint folder: its name, not its path
-    path = save_result(f"watch_{tag}_{args.videos}", result, out)
+    path = save_result(f"watch_{model_tag(cfg.model.name)}_{args.videos}", result, out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"} | {"saved": str(path)}))
     else:

@@ -91,6 +91,11 @@ def provenance() -> dict:
             "machine": machine(), "versions": versions()}
 
 
+def model_tag(model: str) -> str:
+    """The model's name in a result file's name: a hub id's, file's or folder's last part, never a path."""
+    return Path(model).name or model
+
+
 def save_result(name: str, payload: dict, out_dir: str | Path | None = None) -> Path:
     """Write payload plus machine/versions/command/date to <out_dir or ./runs>/<name>.json; returns the path."""
     folder = results_dir(out_dir)

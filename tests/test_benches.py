@@ -93,3 +93,15 @@ def test_bench_soak_refuses_impossible_settings():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "--hours: must be > 0" in r.stdout and "--policies: 'full' is not a bounded policy" in r.stdout
+
+
+def test_result_files_are_named_by_the_models_last_part_never_a_path(tmp_path):
+    """A hub id or a file path as --model used to make `bench memory`/`fidelity`/`soak`/`speed`/`offline` write into
+    a subfolder that does not exist (memory_Qwen/Qwen3-VL-2B-Instruct_...json) and fail after the whole run."""
+    from longwatch.eval.environment import model_tag, save_result
+
+    assert model_tag("tiny") == "tiny"
+    assert model_tag("Qwen/Qwen3-VL-2B-Instruct") == "Qwen3-VL-2B-Instruct"
+    assert model_tag("runs/train/x/needle-tiny.safetensors") == "needle-tiny.safetensors"
+    path = save_result(f"memory_{model_tag('Qwen/Qwen3-VL-2B-Instruct')}_rekv_1min", {}, tmp_path)
+    assert path.parent == tmp_path and path.is_file()
