@@ -25,8 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from longwatch.backbone.shipped import average_compact
 
     paths = [Path(f) for f in args.files]
-    if len(paths) < 2:
-        raise UserError(f"{args.files[0]}: averaging needs at least two files")
     for p in paths:
         if not p.is_file():
             raise UserError(f"{p}: no such file")
