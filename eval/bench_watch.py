@@ -152,9 +152,16 @@ def p_yes_by_shown(rows: list[dict], plans: list) -> dict[str, dict[str, float]]
                 round(float(np.mean(np.array(v) >= 0.5)), 3)} for k, v in seen.items() if v}
 
 
+def result_name(model: str, videos: int, bench_seed: int) -> str:
+    """The result file's name: a run on another held-out seed gets its own file instead of overwriting seed 1's."""
+    from longwatch.eval.environment import model_tag
+
+    return f"watch_{model_tag(model)}_{videos}" + ("" if bench_seed == 1 else f"_seed{bench_seed}")
+
+
 def main(args: argparse.Namespace) -> int:
     from longwatch.backbone.model import Backbone
-    from longwatch.eval.environment import model_tag, results_dir, save_result
+    from longwatch.eval.environment import results_dir, save_result
     from longwatch.eval.flags import config_from_args
 
     if args.videos < 1 or not args.within_s > 0 or not 0 < args.threshold < 1 or args.window < 1:
@@ -173,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
     false = sum(r["outcome"] == "false_alarm" for r in rows)
     quiet_videos_fired = sum(bool(r["fires"]) for r in without)
     lat = sorted(r["latency_s"] for r in with_it if r["latency_s"] is not None and r["outcome"] == "hit")
-    result = {"model": cfg.model.name, "videos_with": len(with_it), "videos_without": len(without),
+    result = {"model": cfg.model.name, "bench_seed": args.bench_seed, "videos_with": len(with_it), "videos_without": len(without),
               "hits": hits, "misses": sum(r["outcome"] == "miss" for r in with_it),
               "late": sum(r["outcome"] == "late" for r in with_it), "false_alarms": false,
               "videos_without_fired": quiet_videos_fired, "latency_s_median": lat[len(lat) // 2] if lat else None,
@@ -183,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
               "p_yes_by_newest_patch": p_yes_by_shown(rows, [plan for plan, _, _ in todo]), "rows": rows}
     met = hits >= TARGET_HITS * len(with_it) and false <= TARGET_FALSE
     result["met"] = met
-    path = save_result(f"watch_{model_tag(cfg.model.name)}_{args.videos}", result, out)
+    path = save_result(result_name(cfg.model.name, args.videos, args.bench_seed), result, out)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "rows"} | {"saved": str(path)}))
     else:

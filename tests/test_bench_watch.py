@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from longwatch.eval.bench_watch import SHOWN, cases, first_seen, p_yes_by_shown, what_is_shown
+from longwatch.eval.bench_watch import SHOWN, cases, first_seen, p_yes_by_shown, result_name, what_is_shown
 from longwatch.eval.train_data import patch_frame_times
 
 
@@ -29,3 +29,10 @@ def test_p_yes_is_broken_down_by_what_the_newest_patch_shows():
     assert by[SHOWN[0]] == {"checks": labels.count(SHOWN[0]), "mean_p_yes": 1.0, "share_over_0.5": 1.0}
     assert all(v["mean_p_yes"] == 0 for k, v in by.items() if k != SHOWN[0])
     assert sum(v["checks"] for v in by.values()) == len(labels)
+
+
+def test_a_second_held_out_seed_gets_its_own_result_file():
+    """Seed 2 used to be saved as watch_needle-tiny_20.json too, over seed 1's figures."""
+    assert result_name("needle-tiny", 20, 1) == "watch_needle-tiny_20"
+    assert result_name("needle-tiny", 20, 2) == "watch_needle-tiny_20_seed2"
+    assert result_name("runs/train/x/needle-tiny.safetensors", 20, 3) == "watch_needle-tiny.safetensors_20_seed3"
