@@ -7,7 +7,7 @@ VPY = $(VENV)/bin/python
 # torch 2.13.0 first: on CPU machines it is the CPU wheel, and a looser spec would pull CUDA packages.
 PIP_TORCH = $(VPY) -m pip install -q torch==2.13.0
 
-.PHONY: venv install test demo bench-cpu bench-gpu bench-accuracy
+.PHONY: venv install test demo bench-cpu bench-gpu bench-accuracy train-needle-tiny
 
 # .venv, with PY's venv module (installed with apt-get when root and missing; otherwise one line says what to install)
 venv:
@@ -103,3 +103,40 @@ $(ACC)/tiny-heldout-s1-offline200/.done: | $(HELDOUT)/annotations.json
 # the watch bench exits 1 when its targets are missed: a figure all the same, so it does not stop the run
 $(WATCH)/.done-$(notdir $(MODEL)):
 	$(LW) bench watch --model $(MODEL) --videos 20 --out $(@D); touch $@
+
+# The shipped needle-tiny's whole recipe (checkpoint v2; README, needle-tiny): the seeing-first curriculum
+# from scratch (`base`, checkpoint v1), then six fine-tunes chained from it with watch steps and the
+# training-only shape read-out (s6..s11, the commands of eval/results/needle_tiny_train/ft_*_run.json),
+# and the shipped file is the mean of the last two (`longwatch average-weights`).
+# Each stage's file exists only once that stage finished, and `longwatch train` resumes a stage from its
+# own --out, so a rerun after an interrupt goes on where it stopped. RECIPE= where the stages go.
+RECIPE ?= runs/train/recipe
+THREADS ?= 2
+FINE_TUNE = $(LW) train --preset needle-tiny --threads $(THREADS) --warmup 30 --glimpse-steps 0 --glimpse-share 0.1 \
+	--shape-aux 1.0
+
+train-needle-tiny: $(RECIPE)/needle-tiny.safetensors
+
+$(RECIPE)/needle-tiny.safetensors: $(RECIPE)/s10/needle-tiny.safetensors $(RECIPE)/s11/needle-tiny.safetensors
+	$(LW) average-weights $^ --out $@
+
+$(RECIPE)/base/needle-tiny.safetensors:
+	$(LW) train --preset needle-tiny --seed 0 --threads $(THREADS) --out $(@D)
+
+$(RECIPE)/s6/needle-tiny.safetensors: $(RECIPE)/base/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 6 --init $< --steps 1200 --lr 5e-4 --clip-share 0.15 --watch-share 0.45 --out $(@D)
+
+$(RECIPE)/s7/needle-tiny.safetensors: $(RECIPE)/s6/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 7 --init $< --steps 1500 --lr 5e-4 --clip-share 0.1 --watch-share 0.6 --out $(@D)
+
+$(RECIPE)/s8/needle-tiny.safetensors: $(RECIPE)/s7/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 8 --init $< --steps 1000 --lr 3e-4 --clip-share 0.3 --watch-share 0.3 --out $(@D)
+
+$(RECIPE)/s9/needle-tiny.safetensors: $(RECIPE)/s8/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 9 --init $< --steps 1500 --lr 3e-4 --clip-share 0.25 --watch-share 0.45 --out $(@D)
+
+$(RECIPE)/s10/needle-tiny.safetensors: $(RECIPE)/s9/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 10 --init $< --steps 1500 --lr 2e-4 --clip-share 0.25 --watch-share 0.45 --out $(@D)
+
+$(RECIPE)/s11/needle-tiny.safetensors: $(RECIPE)/s10/needle-tiny.safetensors
+	$(FINE_TUNE) --seed 11 --init $< --steps 1500 --lr 3e-4 --clip-share 0.2 --watch-share 0.25 --drill-share 0.3 --out $(@D)
