@@ -196,10 +196,11 @@ def test_ask_picks_from_choices_and_refuses_bad_ones_by_name(cache, heldout, cap
 
 
 WHAT_AT_TARGET = 18
-"""The issue's target (18 of 20 with each policy). The shipped checkpoint does not reach it: it answered 14
-(full) and 16 (rekv) of these 20 right (greedy, this machine); the floors below keep one question of margin
-for other CPUs' float sums, so this test catches a worse checkpoint, not a missed target. README, needle-tiny."""
-WHAT_AT_FLOOR = {"full": 13, "rekv": 15}
+"""The issue's target (18 of 20 with each policy). The shipped checkpoint (v2) does not reach it: it answered
+14 (full) and 14 (rekv) of these 20 right (greedy, this machine; v1 14 and 16); the floors below keep one
+question of margin for other CPUs' float sums, so this test catches a worse checkpoint, not a missed target.
+README, needle-tiny."""
+WHAT_AT_FLOOR = {"full": 13, "rekv": 13}
 
 
 # 20 asks each, 40-55 s: behind -m slow to keep the default run inside 10 minutes. The default run checks the
@@ -224,3 +225,20 @@ def test_cache_folder_survives_a_second_build(cache):
     assert build_folder("needle-tiny") == first
     shutil.rmtree(first)
     assert build_folder("needle-tiny") == first
+
+
+# ~10 s. Strict: the day a checkpoint names KIWI here this fails, and the UI test may ask at 00:31 again.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="v2 names LEMON, the decoy sign at 27-29 s then in its 4-patch recent "
+                   "window, when the demo's 00:12 question is asked at 00:31 (README, needle-tiny; v1 said KIWI)")
+def test_demo_sign_asked_with_the_decoy_in_the_window(cache, tmp_path, monkeypatch):
+    from longwatch.app.commands.demo import DEMO_QUESTIONS, ensure_demo_video
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    video, plan = ensure_demo_video()
+    assert [n.word for n in plan.needles if n.kind == "sign"][-1] == "LEMON"  # the decoy the test is about
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["ask", str(video), DEMO_QUESTIONS[0], "--model", "needle-tiny", "--at", "31", "--json"])
+    assert rc == 0
+    assert "KIWI" in json.loads(out.getvalue().strip().splitlines()[-1])["answer"]
