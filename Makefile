@@ -121,7 +121,8 @@ $(RECIPE)/needle-tiny.safetensors: $(RECIPE)/s10/needle-tiny.safetensors $(RECIP
 	$(LW) average-weights $^ --out $@
 
 $(RECIPE)/base/needle-tiny.safetensors:
-	$(LW) train --preset needle-tiny --seed 0 --threads $(THREADS) --out $(@D)
+	$(LW) train --preset needle-tiny --seed 0 --threads $(THREADS) --steps 3600 --glimpse-share 0.2 --clip-share 0.3 \
+		--watch-share 0 --shape-aux 0 --out $(@D)
 
 $(RECIPE)/s6/needle-tiny.safetensors: $(RECIPE)/base/needle-tiny.safetensors
 	$(FINE_TUNE) --seed 6 --init $< --steps 1200 --lr 5e-4 --clip-share 0.15 --watch-share 0.45 --out $(@D)

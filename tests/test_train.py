@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,9 @@ from longwatch.eval.train import FULL_VOCAB, ShapeHead, TrainConfig, Vocab, buil
     reduced_logits, shape_labels, train, training_example
 from longwatch.eval.train_data import build_example, caption, clip_example, glimpse_example, patch_frame_times, \
     sample_times, shape_glimpse_example, shapes_in, watch_example
+
+
+REPRODUCTION = Path(__file__).resolve().parents[1] / "eval" / "results" / "needle_tiny_train" / "repro8k_s0_run.json"
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +174,6 @@ def test_watch_questions_are_about_the_newest_patch_only():
             assert swaps <= asked
             swapped += len(swaps)
     assert swapped > 0
-    assert TrainConfig().watch_share == 0  # the default curriculum is the one the shipped checkpoint had
     with pytest.raises(ValueError, match="watch_share"):
         TrainConfig(glimpse_share=0.5, clip_share=0.3, watch_share=0.3)
     with pytest.raises(ValueError, match="shape_aux"):
@@ -276,3 +280,11 @@ def test_time_drills_are_text_lookups_inside_the_shipped_vocabulary():
     assert TrainConfig().drill_share == 0
     with pytest.raises(ValueError, match="drill_share"):
         TrainConfig(glimpse_share=0.5, clip_share=0.3, drill_share=0.3)
+
+
+def test_the_defaults_are_the_measured_reproduction_run():
+    """README's reproduction command is `longwatch train --preset needle-tiny --seed 0` with no other flag:
+    its defaults must be the recipe whose run record (command, wall time, held-out accuracy) is committed."""
+    record = json.loads(REPRODUCTION.read_text())
+    assert record["command"].split() == ["longwatch", "train", "--preset", "needle-tiny", "--seed", "0"]
+    assert dataclasses.asdict(TrainConfig()) == record["config"]
