@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from longwatch.backbone.inputs import TEXT, PromptLayout, mrope_positions, preprocess_patch
 from longwatch.eval.train_data import (Example, Query, build_example, clip_example, drill_example, glimpse_example,
                                       shape_glimpse_example, single_shape, watch_example)
-from longwatch.eval.needlestream import SHAPES
+from longwatch.eval.needlestream import CELLS, SHAPES
 
 FULL_VOCAB = 151936
 SPECIAL = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>", "<|im_start|>", "<|im_end|>",
@@ -69,6 +69,10 @@ class TrainConfig:
     about by time); the rest are whole videos with every question."""
     shape_aux: float = 1.0
     """Weight of the training-only shape read-out loss on the vision merger (`ShapeHead`); 0 = none."""
+    cell_aux: float = 0.0
+    """Weight of a second read-out on the same tokens that must name the 3x3 grid cell of those patches: the
+    model answers past shapes' cells from a prior (README, needle-tiny), so the tower is made to put the
+    position into the token's content; needs shape_aux > 0; 0 = none."""
     vision_lr_mult: float = 1.0
     """The vision tower's learning rate relative to `lr`."""
     watch_share: float = 0.25
@@ -89,6 +93,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.shape_aux < 0 or not self.vision_lr_mult > 0:
             raise ValueError("shape_aux must be >= 0 and vision_lr_mult > 0")
+        if self.cell_aux < 0 or (self.cell_aux and not self.shape_aux):
+            raise ValueError("cell_aux must be >= 0, and needs shape_aux > 0 (it reads the same tokens)")
         if self.glimpse_share + self.clip_share + self.watch_share + self.drill_share > 1:
             raise ValueError("glimpse_share + clip_share + watch_share + drill_share must be at most 1")
 
@@ -243,26 +249,39 @@ class ShapeHead(torch.nn.Module):
     colour at 1.00 but shape at 0.55 (chance 0.33), and its merger features held less shape than a random
     tower's; this read-out (a forward hook, not part of the checkpoint) trains the tower to keep shape."""
 
-    def __init__(self, model: torch.nn.Module, weight: float) -> None:
+    def __init__(self, model: torch.nn.Module, weight: float, cell_weight: float = 0.0) -> None:
         super().__init__()
-        self.weight, self.out = weight, None
-        self.head = torch.nn.Linear(model.model.visual.merger.linear_fc2.out_features, len(SHAPES))
+        self.weight, self.cell_weight, self.out = weight, cell_weight, None
+        width = model.model.visual.merger.linear_fc2.out_features
+        self.head = torch.nn.Linear(width, len(SHAPES))
+        if cell_weight:  # only then: a state saved without it still loads
+            self.cell = torch.nn.Linear(width, len(CELLS))
         model.model.visual.merger.register_forward_hook(lambda _m, _i, out: setattr(self, "out", out))
 
-    def loss(self, labels: list[int | None]) -> torch.Tensor:
+    def loss(self, labels: list[int | None], cells: list[int | None] | None = None) -> torch.Tensor:
         out, self.out = self.out, None
         if not self.weight or out is None or not any(x is not None for x in labels):
             return torch.zeros(())
         per = out.reshape(len(labels), -1, out.shape[-1])
         keep = [i for i, x in enumerate(labels) if x is not None]
         logits = self.head(per[keep].float()).logsumexp(1)
-        return self.weight * F.cross_entropy(logits, torch.tensor([labels[i] for i in keep]))
+        total = self.weight * F.cross_entropy(logits, torch.tensor([labels[i] for i in keep]))
+        if self.cell_weight and cells is not None:
+            cell_logits = self.cell(per[keep].float()).logsumexp(1)
+            total = total + self.cell_weight * F.cross_entropy(cell_logits, torch.tensor([cells[i] for i in keep]))
+        return total
 
 
 def shape_labels(ex: Example) -> list[int | None]:
     """Per patch: the index in SHAPES of its one coloured shape, None for any other patch."""
     shown = [single_shape(cap) for cap in ex.captions]
     return [SHAPES.index(one[1]) if one else None for one in shown]
+
+
+def cell_labels(ex: Example) -> list[int | None]:
+    """Per patch: the index in CELLS of its one coloured shape's grid cell (the caption's words after the
+    comma), None wherever shape_labels is None."""
+    return [CELLS.index(cap.split(", ", 1)[1]) if single_shape(cap) else None for cap in ex.captions]
 
 
 def build_model(cfg: TrainConfig, vocab: Vocab, tokenizer: Any) -> torch.nn.Module:
@@ -405,7 +424,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     rest = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
     opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": visual, "mult": cfg.vision_lr_mult}],
                             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    aux = ShapeHead(model, cfg.shape_aux) if cfg.shape_aux else None  # none: the default run draws no extra weights
+    aux = ShapeHead(model, cfg.shape_aux, cfg.cell_aux) if cfg.shape_aux else None  # none: the default run draws no extra weights
     if aux is not None:
         opt.add_param_group({"params": list(aux.parameters()), "mult": 1.0, "weight_decay": 0.0})
     history: list[dict[str, Any]] = []
@@ -440,7 +459,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
             g["lr"] = lr_at(step, cfg) * g["mult"]
         loss = F.cross_entropy(reduced_logits(model, batch, vocab), batch.targets)
         opt.zero_grad(set_to_none=True)
-        shape_loss = aux.loss(shape_labels(example)) if aux is not None else torch.zeros(())
+        shape_loss = aux.loss(shape_labels(example), cell_labels(example)) if aux is not None else torch.zeros(())
         (loss + scale.penalty() + shape_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -15,8 +15,8 @@ import torch
 from longwatch.backbone.inputs import PromptLayout
 from longwatch.backbone.tokenizer import load_offline_tokenizer
 from longwatch.eval.needlestream import PRESETS, plan_video
-from longwatch.eval.train import FULL_VOCAB, ShapeHead, TrainConfig, Vocab, build_model, collect_vocab, encode, \
-    reduced_logits, shape_labels, train, training_example
+from longwatch.eval.train import FULL_VOCAB, ShapeHead, TrainConfig, Vocab, build_model, cell_labels, collect_vocab, \
+    encode, reduced_logits, shape_labels, train, training_example
 from longwatch.eval.train_data import build_example, caption, clip_example, glimpse_example, patch_frame_times, \
     sample_times, shape_glimpse_example, shapes_in, watch_example
 
@@ -202,6 +202,29 @@ def test_the_shape_read_out_trains_the_vision_tower_on_shape_patches_only(setup)
     assert ShapeHead(model, 0.0).loss(labels).item() == 0
 
 
+def test_the_cell_read_out_names_the_grid_cell_of_the_same_patches(setup):
+    """--cell-aux: labels are the plan's cell of exactly the patches the shape read-out labels, it adds its
+    own loss with its own head, and it is refused without the shape read-out."""
+    from longwatch.eval.needlestream import CELLS
+
+    tok, layout, vocab = setup
+    ex = shape_glimpse_example(0, 0, np.random.default_rng(3), k=4)
+    cells = cell_labels(ex)
+    assert cells == [CELLS.index(q.answer.split(", ", 1)[1]) for q in ex.queries if q.kind == "glimpse_caption"]
+    video = build_example("tiny", 0, 2, "train", np.random.default_rng(0))
+    assert [c is None for c in cell_labels(video)] == [s is None for s in shape_labels(video)]
+    model = build_model(TrainConfig(), vocab, tok)
+    both, alone = ShapeHead(model, 1.0, cell_weight=1.0), ShapeHead(model, 1.0)
+    alone.head.load_state_dict(both.head.state_dict())
+    model.model(**encode(ex, layout, vocab).inputs)
+    with_cell = both.loss(shape_labels(ex), cells)
+    model.model(**encode(ex, layout, vocab).inputs)
+    assert with_cell.item() > alone.loss(shape_labels(ex)).item() > 0
+    assert "cell.weight" not in alone.state_dict()  # a state saved before --cell-aux still loads
+    with pytest.raises(ValueError, match="cell_aux"):
+        TrainConfig(shape_aux=0, cell_aux=1)
+
+
 def test_a_fine_tune_starts_from_the_shipped_weights_exactly():
     """--init: the reduced model built from the compact file gives, on the trained rows, the logits of the
     full-vocabulary checkpoint the loader builds from the same file."""
@@ -287,4 +310,6 @@ def test_the_defaults_are_the_measured_reproduction_run():
     its defaults must be the recipe whose run record (command, wall time, held-out accuracy) is committed."""
     record = json.loads(REPRODUCTION.read_text())
     assert record["command"].split() == ["longwatch", "train", "--preset", "needle-tiny", "--seed", "0"]
-    assert dataclasses.asdict(TrainConfig()) == record["config"]
+    defaults = dataclasses.asdict(TrainConfig())
+    assert {k: defaults[k] for k in record["config"]} == record["config"]
+    assert all(not defaults[k] for k in defaults.keys() - record["config"].keys())  # added since: off

@@ -30,6 +30,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="the vision tower's learning rate as a multiple of --lr (default 1)")
     p.add_argument("--shape-aux", type=float, default=None,
                    help="weight of the training-only shape read-out loss on the vision tower (default 0)")
+    p.add_argument("--cell-aux", type=float, default=None,
+                   help="weight of a second training-only read-out naming the grid cell of those patches (default 0)")
     p.add_argument("--watch-share", type=float, default=None,
                    help="share of watch steps (yes/no about the newest patch, after every patch of a clip)")
     p.add_argument("--drill-share", type=float, default=None,
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                               ("clip_share", args.clip_share), ("watch_share", args.watch_share),
                               ("drill_share", args.drill_share),
                               ("vision_lr_mult", args.vision_lr_mult),
-                              ("shape_aux", args.shape_aux))
+                              ("shape_aux", args.shape_aux), ("cell_aux", args.cell_aux))
             if v is not None}
     if args.init:
         if not Path(args.init).is_file():
