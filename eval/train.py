@@ -264,10 +264,11 @@ class ShapeHead(torch.nn.Module):
             return torch.zeros(())
         per = out.reshape(len(labels), -1, out.shape[-1])
         keep = [i for i, x in enumerate(labels) if x is not None]
-        logits = self.head(per[keep].float()).logsumexp(1)
+        feats = per[keep].float()
+        logits = self.head(feats).logsumexp(1)
         total = self.weight * F.cross_entropy(logits, torch.tensor([labels[i] for i in keep]))
         if self.cell_weight and cells is not None:
-            cell_logits = self.cell(per[keep].float()).logsumexp(1)
+            cell_logits = self.cell(feats).logsumexp(1)
             total = total + self.cell_weight * F.cross_entropy(cell_logits, torch.tensor([cells[i] for i in keep]))
         return total
 
@@ -424,7 +425,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
     rest = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
     opt = torch.optim.AdamW([{"params": rest, "mult": 1.0}, {"params": visual, "mult": cfg.vision_lr_mult}],
                             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    aux = ShapeHead(model, cfg.shape_aux, cfg.cell_aux) if cfg.shape_aux else None  # none: the default run draws no extra weights
+    aux = ShapeHead(model, cfg.shape_aux, cfg.cell_aux) if cfg.shape_aux else None  # none at 0: that run draws no extra weights
     if aux is not None:
         opt.add_param_group({"params": list(aux.parameters()), "mult": 1.0, "weight_decay": 0.0})
     history: list[dict[str, Any]] = []
@@ -459,7 +460,8 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True, resume: bool = Tru
             g["lr"] = lr_at(step, cfg) * g["mult"]
         loss = F.cross_entropy(reduced_logits(model, batch, vocab), batch.targets)
         opt.zero_grad(set_to_none=True)
-        shape_loss = aux.loss(shape_labels(example), cell_labels(example)) if aux is not None else torch.zeros(())
+        shape_loss = aux.loss(shape_labels(example), cell_labels(example) if cfg.cell_aux else None) \
+            if aux is not None else torch.zeros(())
         (loss + scale.penalty() + shape_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

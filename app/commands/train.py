@@ -29,7 +29,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--vision-lr-mult", type=float, default=None,
                    help="the vision tower's learning rate as a multiple of --lr (default 1)")
     p.add_argument("--shape-aux", type=float, default=None,
-                   help="weight of the training-only shape read-out loss on the vision tower (default 0)")
+                   help="weight of the training-only shape read-out loss on the vision tower (default 1; 0 = none)")
     p.add_argument("--cell-aux", type=float, default=None,
                    help="weight of a second training-only read-out naming the grid cell of those patches (default 0)")
     p.add_argument("--watch-share", type=float, default=None,
